@@ -1,0 +1,45 @@
+"""DocArray v2 document schemas shared by the executors and the clients.
+
+One schema travels through every Flow: a shape enters with a ``uri`` (or ready ``points``), the
+loader fills ``points``, the encoder ``embedding``, the indexer ``matches`` and the evaluator
+``metrics``. Any step that fails for one document sets ``error`` and leaves the rest of the batch alone.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from docarray import BaseDoc, DocList
+from docarray.typing import NdArray
+
+
+class Match(BaseDoc):
+    """One search hit: the indexed shape's id, uri and label, and its cosine similarity."""
+
+    ref_id: str = ""
+    uri: Optional[str] = None
+    label: Optional[str] = None
+    score: float = 0.0
+
+
+class ShapeDoc(BaseDoc):
+    """A 3D shape on its way through the Flow."""
+
+    uri: Optional[str] = None
+    label: Optional[str] = None
+    split: Optional[str] = None
+    points: Optional[NdArray] = None  # (N, 3) float32, centred, unit sphere
+    embedding: Optional[NdArray] = None  # (E,) float32
+    error: Optional[str] = None
+    matches: Optional[DocList[Match]] = None
+    relevance: Optional[NdArray] = None  # (n_index,) uint8, the query's full ranking (evaluation)
+    metrics: Optional[dict[str, float]] = None
+
+
+class StatusDoc(BaseDoc):
+    """A small answer of a control endpoint (counts, job states), carried as JSON text."""
+
+    body: str = "{}"
+
+
+__all__ = ["Match", "ShapeDoc", "StatusDoc", "DocList"]
