@@ -5,9 +5,7 @@ loader fills ``points``, the encoder ``embedding``, the indexer ``matches`` and 
 ``metrics``. Any step that fails for one document sets ``error`` and leaves the rest of the batch alone.
 """
 
-from __future__ import annotations
-
-from typing import Optional
+from typing import Dict, Optional  # noqa: UP035  (jina's schema tools need typing generics)
 
 from docarray import BaseDoc, DocList
 from docarray.typing import NdArray
@@ -33,7 +31,7 @@ class ShapeDoc(BaseDoc):
     error: Optional[str] = None
     matches: Optional[DocList[Match]] = None
     relevance: Optional[NdArray] = None  # (n_index,) uint8, the query's full ranking (evaluation)
-    metrics: Optional[dict[str, float]] = None
+    metrics: Optional[Dict[str, float]] = None
 
 
 class StatusDoc(BaseDoc):

@@ -1,0 +1,91 @@
+"""PointConvEncoder: ``points`` (N, 3) become a unit-norm ``embedding`` (E,)."""
+
+import warnings
+from typing import Optional
+
+import numpy as np
+import torch
+from docarray import DocList
+from jina import requests
+
+from executors.common import MeshsearchExecutor, check_points, fail, pending
+from meshsearch.docs import ShapeDoc
+from meshsearch.models import encoder_info, load_encoder
+from meshsearch.sampling import resample_points
+from meshsearch.train import embed
+
+
+class PointConvEncoder(MeshsearchExecutor):
+    """Embeds point clouds in minibatches; CUDA when present, CPU otherwise.
+
+    ``checkpoint`` may be one of our checkpoints or a legacy executor-3d-encoder state_dict;
+    ``/reload`` swaps in new weights (e.g. a finetuned ``best.pt``) without a restart.
+    """
+
+    def __init__(
+        self,
+        checkpoint: Optional[str] = None,
+        backbone: str = "pointconv",
+        embed_dim: int = 512,
+        num_points: int = 1024,
+        batch_size: int = 32,
+        device: str = "auto",
+        seed: int = 0,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        elif device.startswith("cuda") and not torch.cuda.is_available():
+            warnings.warn(f"device {device!r} asked for but CUDA is not available: using the CPU",
+                          stacklevel=2)
+            device = "cpu"
+        if device == "cpu":
+            torch.set_num_threads(self.torch_threads())
+        self.device = device
+        self.backbone = backbone
+        self.embed_dim = embed_dim
+        self.num_points = num_points
+        self.batch_size = batch_size
+        self.checkpoint = checkpoint
+        self.seed = seed
+        self.model = self._load(checkpoint)
+
+    def _load(self, checkpoint: Optional[str]) -> torch.nn.Module:
+        torch.manual_seed(self.seed)  # the same untrained weights every time
+        return load_encoder(checkpoint, embed_dim=self.embed_dim, backbone=self.backbone,
+                            device=self.device)
+
+    @requests(on=["/index", "/search", "/evaluate", "/encode"])
+    def encode(self, docs: DocList[ShapeDoc], **kwargs) -> DocList[ShapeDoc]:
+        ready: list[tuple[ShapeDoc, np.ndarray]] = []
+        for doc in pending(docs):
+            points = check_points(doc)
+            if points is None:
+                continue
+            if len(points) != self.num_points:  # one size per batch: resample deterministically
+                points = resample_points(points, self.num_points, "random", seed=0)
+            ready.append((doc, points))
+        if ready:
+            clouds = np.stack([p for _, p in ready])
+            try:
+                vectors = embed(self.model, clouds, batch_size=self.batch_size, device=self.device)
+            except RuntimeError as exc:  # e.g. out of memory: fail these documents, stay up
+                for doc, _ in ready:
+                    fail(doc, f"encoding failed: {exc}")
+                return docs
+            for (doc, _), vector in zip(ready, vectors, strict=True):
+                doc.embedding = vector
+        return docs
+
+    @requests(on="/reload")
+    def reload(self, parameters: dict, **kwargs):
+        """Load ``parameters['checkpoint']`` (or the configured one again) into the serving model."""
+        checkpoint = parameters.get("checkpoint", self.checkpoint)
+        model = self._load(checkpoint)
+        self.model, self.checkpoint = model, checkpoint
+        return {"checkpoint": checkpoint, **encoder_info(model)}
+
+    @requests(on="/info")
+    def info(self, **kwargs):
+        return {"checkpoint": self.checkpoint, "device": self.device, **encoder_info(self.model)}

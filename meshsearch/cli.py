@@ -1,0 +1,238 @@
+"""The ``meshsearch`` command: generate shapes, prepare data, serve Flows and talk to them."""
+
+import argparse
+import json
+import os
+import sys
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Optional
+
+os.environ.setdefault("JINA_OPTOUT_TELEMETRY", "1")
+
+
+def _flow_client(args: argparse.Namespace, stack: ExitStack):
+    """A client for ``--host``, or for a Flow started here on localhost for this command."""
+    from meshsearch.client import MeshsearchClient, local_flow
+
+    host = args.host or stack.enter_context(local_flow(args.workspace))
+    return MeshsearchClient(host)
+
+
+def _docs_from(source: str):
+    """Documents from a prepared ``.bin`` DocList, a dataset folder, or a single shape file."""
+    from meshsearch.client import docs_from_records
+    from meshsearch.dataset import read_doclist, scan
+    from meshsearch.docs import DocList, ShapeDoc
+
+    path = Path(source)
+    if path.suffix == ".bin":
+        return read_doclist(path)
+    if path.is_dir():
+        return docs_from_records(scan(path))
+    return DocList[ShapeDoc]([ShapeDoc(id=str(path), uri=str(path.resolve()))])
+
+
+def cmd_synth(args: argparse.Namespace) -> None:
+    from meshsearch.synth import generate
+
+    counts = generate(args.out, classes=args.classes, per_class=args.per_class, seed=args.seed)
+    total = sum(c["train"] + c["test"] for c in counts.values())
+    print(f"wrote {total} shapes of {len(counts)} classes to {args.out}")
+
+
+def cmd_prepare(args: argparse.Namespace) -> None:
+    from meshsearch.dataset import prepare
+
+    summary = prepare(args.data, args.out, num_points=args.points, workers=args.workers,
+                      seed=args.seed, manifest=args.manifest)
+    print(json.dumps(summary, indent=2))
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    from meshsearch.client import local_flow
+
+    with local_flow(args.workspace, flow=args.flow, port=args.port) as host:
+        print(f"serving {args.flow} on {host}; Ctrl-C stops it", flush=True)
+        try:
+            import threading
+
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            pass
+
+
+def cmd_index(args: argparse.Namespace) -> None:
+    with ExitStack() as stack:
+        client = _flow_client(args, stack)
+        docs = client.index(_docs_from(args.source))
+        failed = [d for d in docs if d.error]
+        for doc in failed:
+            print(f"error: {doc.error}", file=sys.stderr)
+        print(f"indexed {len(docs) - len(failed)} shapes, {len(failed)} failed; "
+              f"the index holds {client.count()}")
+
+
+def cmd_search(args: argparse.Namespace) -> None:
+    with ExitStack() as stack:
+        client = _flow_client(args, stack)
+        for doc in client.search(_docs_from(args.query), limit=args.k, label=args.label):
+            print(f"{doc.uri or doc.id}")
+            if doc.error:
+                print(f"  error: {doc.error}")
+            for rank, m in enumerate(doc.matches or [], 1):
+                print(f"  {rank:3d}. {m.score:.4f}  {m.label or '-':12s} {m.uri or m.ref_id}")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from meshsearch.metrics import format_table
+
+    with ExitStack() as stack:
+        client = _flow_client(args, stack)
+        if args.checkpoint:
+            client.reload(args.checkpoint)
+        client.clear()
+        client.index(_docs_from(args.index))
+        result = client.evaluate(_docs_from(args.queries))
+    print(format_table({"model": result["metrics"]}, keys=tuple(result["metrics"])))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result["metrics"], indent=2))
+
+
+def cmd_finetune(args: argparse.Namespace) -> None:
+    config = json.loads(args.config) if args.config else {}
+    config.update({k: v for k, v in (("epochs", args.epochs), ("objective", args.objective),
+                                     ("backbone", args.backbone)) if v is not None})
+    with ExitStack() as stack:
+        client = _flow_client(args, stack)
+        if args.data:
+            client.send_training_data(_docs_from(args.data), reset=True)
+        job_id = client.finetune(**config)
+        print(f"started finetuning job {job_id}")
+        if args.watch or not args.host:
+            status = client.wait(job_id)
+            print(json.dumps({k: status.get(k) for k in ("state", "checkpoint", "error")}))
+            if status.get("checkpoint") and status["state"] != "failed":
+                client.reload(status["checkpoint"])
+                print("the encoder now serves the finetuned weights")
+
+
+def cmd_pretrain(args: argparse.Namespace) -> None:
+    import shutil
+
+    import numpy as np
+
+    from meshsearch.dataset import read_doclist
+    from meshsearch.train import TrainConfig, pretrain
+
+    train = read_doclist(Path(args.data) / "train.bin")
+    points = np.stack([np.asarray(d.points, np.float32) for d in train])
+    labels = [d.label for d in train]
+    config = TrainConfig(backbone=args.backbone, epochs=args.epochs, objective="normsoftmax",
+                         miner=None, margin=None)
+    workdir = Path(args.workdir or Path(args.out).with_suffix(".run"))
+    summary = pretrain(points, labels, config, workdir)
+    shutil.copyfile(workdir / "last.pt", args.out)
+    print(json.dumps({"checkpoint": args.out, "state": summary.get("state")}, default=str))
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from meshsearch.demo import run_demo
+
+    run_demo(args.workdir, data=args.data, epochs=args.epochs, host=args.host,
+             classes=args.classes, per_class=args.per_class, seed=args.seed)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="meshsearch", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def flow_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--host", help="a running Flow, e.g. grpc://127.0.0.1:54321 "
+                                      "(default: start one on localhost for this command)")
+        p.add_argument("--workspace", default="workspace",
+                       help="where a local Flow keeps its index and jobs")
+
+    p = sub.add_parser("synth", help="generate shapes in ModelNet layout")
+    p.add_argument("out")
+    p.add_argument("--classes", type=int, default=10)
+    p.add_argument("--per-class", type=int, default=12)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("prepare", help="sample every shape once into train.bin/test.bin")
+    p.add_argument("data")
+    p.add_argument("--out", required=True)
+    p.add_argument("--points", type=int, default=1024)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--manifest", help="CSV of path,label[,split] for other layouts")
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("serve", help="serve a Flow until Ctrl-C")
+    p.add_argument("flow", nargs="?", default=None)
+    p.add_argument("--port", type=int, default=54321)
+    p.add_argument("--workspace", default="workspace")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("index", help="index a folder, a prepared .bin or one file")
+    p.add_argument("source")
+    flow_args(p)
+    p.set_defaults(func=cmd_index)
+
+    p = sub.add_parser("search", help="the shapes most like a query file (or folder / .bin)")
+    p.add_argument("query")
+    p.add_argument("-k", type=int, default=10)
+    p.add_argument("--label", help="only matches with this label")
+    flow_args(p)
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("evaluate", help="index one set, query with another, print metrics")
+    p.add_argument("--index", required=True, help="train.bin (or a folder)")
+    p.add_argument("--queries", required=True, help="test.bin (or a folder)")
+    p.add_argument("--checkpoint")
+    p.add_argument("--json")
+    flow_args(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("finetune", help="start a finetuning job (and follow it with --watch)")
+    p.add_argument("--data", help="labelled shapes: a folder or a prepared dir's .bin")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--objective")
+    p.add_argument("--backbone")
+    p.add_argument("--config", help="more TrainConfig fields as JSON")
+    p.add_argument("--watch", action="store_true")
+    flow_args(p)
+    p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("pretrain", help="supervised classification pretraining of an encoder")
+    p.add_argument("data", help="a folder written by `meshsearch prepare`")
+    p.add_argument("--out", required=True)
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--backbone", default="pointconv")
+    p.add_argument("--workdir")
+    p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("demo", help="shapes -> Flow -> untrained vs finetuned metrics")
+    p.add_argument("--data", help="a ModelNet-layout folder (default: generated shapes)")
+    p.add_argument("--workdir", default="demo-run")
+    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--host")
+    p.add_argument("--classes", type=int, default=10)
+    p.add_argument("--per-class", type=int, default=24)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    args = build_parser().parse_args(argv)
+    if args.command == "serve" and args.flow is None:
+        from meshsearch.client import DEFAULT_FLOW
+
+        args.flow = str(DEFAULT_FLOW)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,185 @@
+"""A small Python client for a meshsearch Flow, and a helper that starts one on localhost.
+
+This module (with ``cli``) is the only part of the package that talks to Jina; the core modules do
+not import it.
+"""
+
+import os
+import socket
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from meshsearch.dataset import ShapeRecord
+from meshsearch.docs import DocList, ShapeDoc
+from meshsearch.metrics import mean_metrics, per_class_ap
+
+FLOWS_DIR = Path(__file__).resolve().parents[1] / "flows"
+DEFAULT_FLOW = FLOWS_DIR / "meshsearch.yml"
+
+
+def free_port() -> int:
+    """A TCP port on localhost that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def local_flow(
+    workspace: str | os.PathLike,
+    flow: str | os.PathLike = DEFAULT_FLOW,
+    port: Optional[int] = None,
+) -> Iterator[str]:
+    """Start a Flow on 127.0.0.1 for the duration of the block; yields its ``grpc://`` address."""
+    os.environ.setdefault("JINA_OPTOUT_TELEMETRY", "1")
+    from jina import Flow
+
+    port = port or free_port()
+    os.environ["MESHSEARCH_PORT"] = str(port)
+    os.environ["MESHSEARCH_WORKSPACE"] = str(Path(workspace).resolve())
+    with Flow.load_config(str(flow)):
+        yield f"grpc://127.0.0.1:{port}"
+
+
+def docs_from_records(records: Iterable[ShapeRecord]) -> DocList[ShapeDoc]:
+    """Documents for dataset records; the id is the file's path, so re-sending replaces."""
+    return DocList[ShapeDoc](
+        ShapeDoc(id=r.path, uri=r.path, label=r.label, split=r.split) for r in records
+    )
+
+
+class MeshsearchClient:
+    """The Flow's operations as methods; every call sends typed DocLists over gRPC (or HTTP)."""
+
+    def __init__(self, host: str = "grpc://127.0.0.1:54321", request_size: int = 16) -> None:
+        os.environ.setdefault("JINA_OPTOUT_TELEMETRY", "1")
+        from jina import Client
+
+        self.host = host
+        self.request_size = request_size
+        self._client = Client(host=host)
+
+    # -- plumbing -------------------------------------------------------------------------
+    def _post(
+        self,
+        endpoint: str,
+        docs: Sequence[ShapeDoc] | None = None,
+        parameters: Optional[dict[str, Any]] = None,
+        desc: Optional[str] = None,
+    ) -> DocList[ShapeDoc]:
+        docs = DocList[ShapeDoc](docs or [])
+        bar = tqdm(total=len(docs), desc=desc, unit="shape", disable=desc is None or len(docs) < 2)
+        out = DocList[ShapeDoc]()
+        try:
+            for start in range(0, max(len(docs), 1), self.request_size):
+                batch = docs[start : start + self.request_size]
+                out.extend(self._client.post(endpoint, inputs=batch, parameters=parameters or {},
+                                             return_type=DocList[ShapeDoc]))
+                bar.update(len(batch))
+        finally:
+            bar.close()
+        return out
+
+    def _call(self, endpoint: str, parameters: Optional[dict[str, Any]] = None,
+              docs: Sequence[ShapeDoc] | None = None) -> dict[str, Any]:
+        """A control endpoint's answer: the dict its executor returned."""
+        responses = self._client.post(endpoint, inputs=DocList[ShapeDoc](docs or []),
+                                      parameters=parameters or {}, return_responses=True)
+        results = responses[0].parameters.get("__results__", {})
+        merged: dict[str, Any] = {}
+        for answer in results.values():
+            merged.update(answer)
+        return merged
+
+    # -- shapes ---------------------------------------------------------------------------
+    def load(self, docs: Sequence[ShapeDoc], desc: Optional[str] = "loading") -> DocList[ShapeDoc]:
+        """Sample points for documents with a uri (the loader's work only)."""
+        return self._post("/load", docs, desc=desc)
+
+    def encode(self, docs: Sequence[ShapeDoc], desc: Optional[str] = None) -> DocList[ShapeDoc]:
+        return self._post("/encode", docs, desc=desc)
+
+    def index(self, docs: Sequence[ShapeDoc], desc: Optional[str] = "indexing") -> DocList[ShapeDoc]:
+        """Upsert shapes (by id); failed documents come back with ``error`` set."""
+        return self._post("/index", docs, desc=desc)
+
+    def search(self, docs: Sequence[ShapeDoc], limit: int = 10, label: Optional[str] = None,
+               exact: bool = False, desc: Optional[str] = None) -> DocList[ShapeDoc]:
+        params: dict[str, Any] = {"limit": limit, "exact": exact}
+        if label is not None:
+            params["label"] = label
+        return self._post("/search", docs, params, desc=desc)
+
+    def evaluate(self, queries: Sequence[ShapeDoc], ks: Sequence[int] = (1, 5, 10),
+                 desc: Optional[str] = "evaluating") -> dict[str, Any]:
+        """Rank labelled queries against the whole index; mean metrics and per-class AP."""
+        docs = self._post("/evaluate", queries, {"ks": list(ks)}, desc=desc)
+        scored = [d for d in docs if d.metrics]
+        if not scored:
+            errors = sorted({d.error for d in docs if d.error})[:3]
+            raise RuntimeError(f"no query could be evaluated: {errors}")
+        names = scored[0].metrics.keys()
+        per_query = {n: np.array([d.metrics[n] for d in scored]) for n in names}
+        return {
+            "metrics": mean_metrics(per_query),
+            "per_class_ap": per_class_ap(per_query["AP"], [d.label for d in scored]),
+            "queries": len(scored),
+            "failed": [{"id": d.id, "error": d.error} for d in docs if d.error],
+        }
+
+    def count(self) -> int:
+        return int(self._call("/count")["count"])
+
+    def delete(self, ids: Sequence[str]) -> int:
+        return int(self._call("/delete", docs=[ShapeDoc(id=i) for i in ids])["deleted"])
+
+    def clear(self) -> int:
+        return int(self._call("/clear")["cleared"])
+
+    # -- finetuning -----------------------------------------------------------------------
+    def send_training_data(self, docs: Sequence[ShapeDoc], reset: bool = False,
+                           desc: Optional[str] = "training data") -> DocList[ShapeDoc]:
+        """Store labelled shapes with the finetuner (train split trains, test split evaluates)."""
+        out = self._post("/finetune/data", docs[:1], {"reset": reset}, desc=None)
+        return out + self._post("/finetune/data", docs[1:], desc=desc) if len(docs) > 1 else out
+
+    def finetune(self, **config: Any) -> str:
+        """Start a finetuning job (TrainConfig fields as keywords); returns its id at once."""
+        return self._call("/finetune", config)["job_id"]
+
+    def status(self, job_id: Optional[str] = None) -> dict[str, Any]:
+        return self._call("/finetune/status", {"job_id": job_id} if job_id else {})
+
+    def cancel(self, job_id: Optional[str] = None) -> dict[str, Any]:
+        return self._call("/finetune/cancel", {"job_id": job_id} if job_id else {})
+
+    def wait(self, job_id: str, poll_s: float = 1.0, progress: bool = True) -> dict[str, Any]:
+        """Follow a job to its end with a progress bar over its steps; returns the final status."""
+        bar = tqdm(desc="finetuning", unit="step", disable=not progress)
+        try:
+            while True:
+                status = self.status(job_id)
+                info = status.get("progress") or {}
+                total = int(info.get("epochs", 0)) * int(info.get("steps_per_epoch", 0))
+                if total and bar.total != total:
+                    bar.total = total
+                done = int(info.get("epoch", 0)) * int(info.get("steps_per_epoch", 0))
+                bar.n = min(int(info.get("step", done)), total or done)
+                loss = info.get("loss")
+                bar.set_postfix(epoch=info.get("epoch"), loss=f"{loss:.4f}" if loss else None)
+                bar.refresh()
+                if status["state"] not in ("queued", "running"):
+                    return status
+                time.sleep(poll_s)
+        finally:
+            bar.close()
+
+    def reload(self, checkpoint: Optional[str] = None) -> dict[str, Any]:
+        """Make the encoder serve ``checkpoint`` (e.g. a finished job's best.pt)."""
+        return self._call("/reload", {"checkpoint": checkpoint} if checkpoint else {})
