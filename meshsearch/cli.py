@@ -143,6 +143,20 @@ def cmd_demo(args: argparse.Namespace) -> None:
              classes=args.classes, per_class=args.per_class, seed=args.seed)
 
 
+def cmd_show(args: argparse.Namespace) -> None:
+    from meshsearch.render import show
+
+    out = show(args.query, host=args.host, k=args.k, out=args.out, workspace=args.workspace,
+               label=args.label, up_axis=args.up_axis)
+    print(f"wrote {out}")
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from meshsearch.report import write_report
+
+    print(f"wrote {write_report(args.run_dir, args.out, gallery=args.gallery)}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="meshsearch", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -222,6 +236,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-class", type=int, default=24)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("show", help="a PNG of a query shape and its top-k matches")
+    p.add_argument("query", help="a shape file")
+    p.add_argument("-k", type=int, default=5)
+    p.add_argument("--out", default="grid.png")
+    p.add_argument("--label", help="the query's class (default: its ModelNet class folder)")
+    p.add_argument("--up-axis", choices=("x", "y", "z"), default="z")
+    flow_args(p)
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("report", help="a self-contained HTML page of a demo or evaluation run")
+    p.add_argument("run_dir")
+    p.add_argument("--out", help="the HTML file (default: RUN_DIR/report.html)")
+    p.add_argument("--gallery", type=int, default=6, help="sample queries shown (0: none)")
+    p.set_defaults(func=cmd_report)
     return parser
 
 

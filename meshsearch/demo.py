@@ -10,7 +10,9 @@ from meshsearch.client import MeshsearchClient, docs_from_records, local_flow
 from meshsearch.dataset import scan
 from meshsearch.docs import DocList, ShapeDoc
 from meshsearch.metrics import format_table
+from meshsearch.report import GALLERY_FILE, gallery_entries, gallery_queries, write_report
 
+GALLERY_K = 5  # matches saved per sample query
 TABLE_KEYS = ("mAP@1", "mAP@5", "mAP@10", "mNDCG@1", "mNDCG@5", "mNDCG@10")
 
 # What the default demo trains: sized to finish within 10 minutes on 2 CPU cores.
@@ -74,9 +76,11 @@ def run_demo(
         docs = _report_failures(client.load(docs_from_records(records)), say)
         train, test = _split(docs, "train"), _split(docs, "test")
         say(f"loaded {len(train)} train and {len(test)} test shapes")
+        samples = gallery_queries(test, n=6)
 
         client.reload()  # a rerun on a warm Flow starts from the untrained encoder again
         untrained = _evaluate(client, train, test, "untrained")
+        gallery = {"untrained": gallery_entries(client.search(samples, limit=GALLERY_K))}
 
         client.send_training_data(train + test, reset=True)
         config = {**DEMO_TRAINING, **(training or {}), "epochs": epochs, "seed": seed}
@@ -87,6 +91,7 @@ def run_demo(
             raise RuntimeError(f"finetuning failed: {status.get('error')}")
         client.reload(status["checkpoint"])
         finetuned = _evaluate(client, train, test, "finetuned")
+        gallery["finetuned"] = gallery_entries(client.search(samples, limit=GALLERY_K))
 
     results = {
         "untrained": {k: untrained["metrics"][k] for k in TABLE_KEYS},
@@ -106,7 +111,10 @@ def run_demo(
     }
     (workdir / "results.json").write_text(json.dumps(results, indent=2))
     (workdir / "details.json").write_text(json.dumps(details, indent=2, default=str))
+    (workdir / GALLERY_FILE).write_text(json.dumps(gallery, indent=2))
+    report = write_report(workdir)
     say("")
     say(format_table(results, keys=TABLE_KEYS))
     say(f"\nwrote {workdir / 'results.json'} ({details['seconds']} s)")
+    say(f"report: {report}")
     return results

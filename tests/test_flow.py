@@ -60,6 +60,16 @@ def test_search_with_label_filter(client, indexed):
     assert result.matches and all(m.label == other for m in result.matches)
 
 
+def test_show_draws_query_and_matches(client, indexed, tmp_path):
+    from PIL import Image
+
+    from meshsearch.render import show
+
+    out = show(indexed[0].uri, host=client.host, k=3, out=tmp_path / "grid.png")
+    width, height = Image.open(out).size
+    assert width > 3 * height  # the query and three matches side by side
+
+
 def test_evaluate_reports_standard_metrics(client, indexed, shapes):
     queries = docs_from_records(r for r in shapes if r.split == "test")
     result = client.evaluate(queries, desc=None)
