@@ -43,6 +43,7 @@ def local_flow(
     port = port or free_port()
     os.environ["MESHSEARCH_PORT"] = str(port)
     os.environ["MESHSEARCH_WORKSPACE"] = str(Path(workspace).resolve())
+    os.environ.setdefault("MESHSEARCH_HOST", "127.0.0.1")  # the gateway is private by default
     with Flow.load_config(str(flow)):
         yield f"grpc://127.0.0.1:{port}"
 

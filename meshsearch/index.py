@@ -1,12 +1,16 @@
 """The shape index: docarray's HNSW index on disk, plus exact cosine search for evaluation.
 
 ``ShapeIndex`` keeps one record per shape id (uri, label, split, embedding). Writing an id again
-replaces it. Approximate search goes through HNSW (hnswlib, cosine); exact search and evaluation
-read every stored vector once into a normalised matrix that is dropped on the next write.
+replaces it. Storage is docarray's ``HnswDocumentIndex`` (an hnswlib graph file plus a SQLite table
+of the documents), so an index written here opens with docarray alone. Reads take a shorter path
+than docarray's ``find``: approximate search queries the hnswlib graph directly and reads only the
+id, uri and label of the hits from SQLite in one statement, instead of rebuilding a pydantic
+document (embedding included) per hit. Exact search and evaluation take the stored vectors from the
+graph (hnswlib keeps them unit-norm for cosine) into a matrix that is dropped on the next write.
 """
 
+import os
 import shutil
-import sqlite3
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -15,17 +19,27 @@ from typing import Optional, Sequence
 import numpy as np
 from docarray import BaseDoc, DocList
 from docarray.index import HnswDocumentIndex
+from docarray.proto import DocProto
 from docarray.typing import NdArray
 from pydantic import Field
+
+FIELD = "embedding"  # the indexed column: docarray names the graph file after it
+SQL_CHUNK = 900  # ids per "IN (...)" statement, under SQLite's bound-parameter limit
+HITS = "meshsearch_hits"  # our table beside docarray's: SQLite key -> id, uri, label
 
 
 @dataclass(frozen=True)
 class HnswParams:
-    """hnswlib's knobs: graph degree, build-time and query-time candidate lists."""
+    """hnswlib's knobs: graph degree, build-time and query-time candidate lists, threads.
+
+    ``threads`` is used by index builds and batched queries (0: every core); one query runs on one
+    thread. ``ef`` is raised to the number of results asked for when that is larger.
+    """
 
     M: int = 16
     ef_construction: int = 200
     ef: int = 64
+    threads: int = 0
 
 
 @dataclass
@@ -38,8 +52,18 @@ class Hit:
     score: float
 
 
+@dataclass
+class _Table:
+    """Every stored record in a stable order, with its unit-norm vector (exact search)."""
+
+    ids: list[str]
+    uris: list[str]
+    labels: np.ndarray  # (n,) str
+    vectors: np.ndarray  # (n, dim) float32
+
+
 @cache
-def _record_schema(dim: int, params: HnswParams) -> type[BaseDoc]:
+def _record_schema(dim: int, M: int, ef_construction: int) -> type[BaseDoc]:
     """The stored document type for one embedding size (hnswlib needs the dimension up front)."""
 
     class IndexedShape(BaseDoc):
@@ -47,8 +71,8 @@ def _record_schema(dim: int, params: HnswParams) -> type[BaseDoc]:
         label: str = ""
         split: str = ""
         embedding: NdArray[dim] = Field(  # type: ignore[valid-type]
-            dim=dim, space="cosine", M=params.M, ef_construction=params.ef_construction,
-            ef=params.ef, allow_replace_deleted=False,  # so a deleted id can be indexed again
+            dim=dim, space="cosine", M=M, ef_construction=ef_construction,
+            allow_replace_deleted=False,  # so a deleted id can be indexed again
         )
 
     return IndexedShape
@@ -60,6 +84,11 @@ def _unit_rows(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(norms, 1e-12)
 
 
+def _hash(doc_id: str) -> int:
+    """docarray's SQLite key (and hnswlib label) for a document id."""
+    return HnswDocumentIndex._to_hashed_id(doc_id)
+
+
 class ShapeIndex:
     """A persistent shape index in ``workdir`` (hnswlib graph + SQLite records, by docarray)."""
 
@@ -67,9 +96,35 @@ class ShapeIndex:
         self.workdir = Path(workdir)
         self.dim = dim
         self.params = params
-        self._schema = _record_schema(dim, params)
+        self._schema = _record_schema(dim, params.M, params.ef_construction)
+        self._open()
+
+    def _open(self) -> None:
         self._docs = HnswDocumentIndex[self._schema](work_dir=str(self.workdir))
-        self._exact: Optional[tuple[list[str], list[str], list[str], np.ndarray]] = None
+        self._graph = self._docs._hnsw_indices[FIELD]
+        # hnswlib does not save ef or the thread count with the graph: a reopened index would
+        # search with ef=10. Set both every time.
+        self._graph.set_ef(self.params.ef)
+        self._graph.set_num_threads(self.params.threads or os.cpu_count() or 1)
+        self._db = self._docs._sqlite_conn
+        self._table: Optional[_Table] = None
+        self._sync_hits_table()
+
+    def _sync_hits_table(self) -> None:
+        """Create (or rebuild, if it disagrees with docarray's table) the compact table of what a
+        search returns per hit. docarray keeps the document id only inside each row's protobuf."""
+        self._db.execute(
+            f"CREATE TABLE IF NOT EXISTS {HITS} "
+            "(doc_id INTEGER PRIMARY KEY, id TEXT NOT NULL, uri TEXT, label TEXT)"
+        )
+        docs, hits = (self._db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
+                      for t in ("docs", HITS))
+        if docs != hits:  # written by an older meshsearch or by docarray alone
+            self._db.execute(f"DELETE FROM {HITS}")
+            rows = self._db.execute("SELECT doc_id, data, uri, label FROM docs")
+            self._db.executemany(f"INSERT INTO {HITS} VALUES (?, ?, ?, ?)",
+                                 ((k, self._doc_id(d), u, lab) for k, d, u, lab in rows))
+        self._db.commit()
 
     # -- writes ---------------------------------------------------------------------------
     def upsert(
@@ -80,38 +135,64 @@ class ShapeIndex:
         labels: Sequence[Optional[str]],
         splits: Sequence[Optional[str]] | None = None,
     ) -> int:
-        """Store shapes by id; an id already present is replaced, never duplicated."""
-        embeddings = np.asarray(embeddings, dtype=np.float32)
-        if embeddings.ndim != 2 or embeddings.shape[1] != self.dim:
-            raise ValueError(f"embeddings must be (n, {self.dim}), got {embeddings.shape}")
-        if not np.isfinite(embeddings).all():
-            raise ValueError("embeddings hold NaN or inf")
+        """Store shapes by id; an id already present is replaced, never duplicated.
+
+        Within one call the last row of a repeated id wins. Each call rewrites the graph file
+        (docarray saves it after every write), so large loads should come in large batches.
+        """
+        embeddings = self._check(embeddings, "embeddings")
         splits = splits if splits is not None else [None] * len(ids)
+        if not len(ids) == len(embeddings) == len(uris) == len(labels) == len(splits):
+            raise ValueError("ids, embeddings, uris, labels and splits differ in length")
+        last = {doc_id: row for row, doc_id in enumerate(ids)}  # hnswlib's threads must not
+        rows = sorted(last.values())  # see one label twice in a batch
         records = DocList[self._schema](
-            self._schema(id=i, uri=u or "", label=lab or "", split=s or "", embedding=e)
-            for i, u, lab, s, e in zip(ids, uris, labels, splits, embeddings, strict=True)
+            self._schema(id=ids[r], uri=uris[r] or "", label=labels[r] or "",
+                         split=splits[r] or "", embedding=embeddings[r])
+            for r in rows
         )
         if len(records):
-            self._docs.index(records)
-            self._exact = None
+            self._reserve(len(records))
+            self._db.executemany(  # committed by docarray's index() with the documents
+                f"INSERT OR REPLACE INTO {HITS} VALUES (?, ?, ?, ?)",
+                ((_hash(d.id), d.id, d.uri, d.label) for d in records),
+            )
+            self._write(self._docs.index, records)
+            self._table = None
         return len(records)
+
+    def _write(self, operation, argument) -> None:
+        """A docarray write, which commits our table's pending rows with its own, or neither."""
+        try:
+            operation(argument)
+        except BaseException:
+            self._db.rollback()
+            raise
+
+    def _reserve(self, extra: int) -> None:
+        """Grow the graph geometrically; docarray would resize (copy) it on every write."""
+        capacity = self._graph.get_max_elements()
+        needed = self._graph.get_current_count() + extra
+        if needed > capacity:
+            self._graph.resize_index(max(needed, 2 * capacity, 1024))
 
     def delete(self, ids: Sequence[str]) -> int:
         """Remove shapes by id; unknown ids are ignored. Returns how many were removed."""
         present = [i for i in dict.fromkeys(ids) if i in self]
         if present:
-            del self._docs[present]
+            self._db.executemany(f"DELETE FROM {HITS} WHERE doc_id = ?",
+                                 ((_hash(i),) for i in present))
+            self._write(self._docs.__delitem__, present)  # commits both tables
             self._persist_graph()  # docarray marks deletions in memory only
-            self._exact = None
+            self._table = None
         return len(present)
 
     def clear(self) -> int:
         """Remove every shape; returns how many there were."""
         count = self.count()
-        self._docs._sqlite_conn.close()
+        self._db.close()
         shutil.rmtree(self.workdir)
-        self._docs = HnswDocumentIndex[self._schema](work_dir=str(self.workdir))
-        self._exact = None
+        self._open()
         return count
 
     def _persist_graph(self) -> None:
@@ -132,64 +213,124 @@ class ShapeIndex:
         label: Optional[str] = None,
         exact: bool = False,
     ) -> list[list[Hit]]:
-        """Top-``limit`` shapes by cosine similarity for each query row, best first."""
-        queries = np.asarray(queries, dtype=np.float32)
-        if queries.ndim != 2 or queries.shape[1] != self.dim:
-            raise ValueError(f"queries must be (n, {self.dim}), got {queries.shape}")
+        """Top-``limit`` shapes by cosine similarity for each query row, best first.
+
+        With ``label`` only shapes of that label are ranked (exactly, over that label's shapes).
+        """
+        queries = self._check(queries, "queries")
         if limit <= 0:
             raise ValueError(f"limit must be positive, got {limit}")
-        if self.count() == 0:
+        count = self.count()
+        if count == 0 or len(queries) == 0:
             return [[] for _ in queries]
-        if exact or label is not None:
-            return self._search_exact(queries, limit, label)
-        docs, distances = self._docs.find_batched(queries, search_field="embedding", limit=limit)
-        return [
-            [Hit(d.id, d.uri, d.label, float(1.0 - dist)) for d, dist in zip(ds, dists, strict=True)]
-            for ds, dists in zip(docs, distances, strict=True)
-        ]
+        if label is not None:
+            return self._search_label(queries, limit, label)
+        if exact:
+            table = self._exact_table()
+            return self._rank(queries, limit, table.ids, table.uris, table.labels, table.vectors)
+        try:
+            keys, distances = self._graph.knn_query(queries, k=min(limit, count))
+        except RuntimeError:  # deleted marks left hnswlib short of k reachable results
+            table = self._exact_table()
+            return self._rank(queries, limit, table.ids, table.uris, table.labels, table.vectors)
+        records = self._records(np.unique(keys).tolist())
+        results = []
+        for row_keys, row_scores in zip(keys.tolist(), (1.0 - distances.astype(np.float64)).tolist(),
+                                        strict=True):
+            hits = []
+            for key, score in zip(row_keys, row_scores, strict=True):
+                found = records.get(key)  # None: a graph entry whose record never reached SQLite
+                if found is not None:
+                    hits.append(Hit(found[0], found[1], found[2], score))
+            results.append(hits)
+        return results
 
     def exact_scores(self, queries: np.ndarray) -> tuple[np.ndarray, list[str], list[str]]:
         """Cosine similarity of every query to every stored shape: (scores (Q, n), ids, labels)."""
-        ids, _, labels, matrix = self._exact_matrix()
-        return _unit_rows(queries) @ matrix.T, ids, labels
+        queries = self._check(queries, "queries")
+        table = self._exact_table()
+        return _unit_rows(queries) @ table.vectors.T, table.ids, table.labels.tolist()
 
-    def _search_exact(self, queries: np.ndarray, limit: int, label: Optional[str]) -> list[list[Hit]]:
-        ids, uris, labels, matrix = self._exact_matrix()
-        scores = _unit_rows(queries) @ matrix.T
-        if label is not None:
-            scores[:, np.asarray(labels) != label] = -np.inf
-        order = np.argsort(-scores, axis=1, kind="stable")[:, :limit]
-        return [
-            [Hit(ids[j], uris[j], labels[j], float(row[j])) for j in top if np.isfinite(row[j])]
-            for row, top in zip(scores, order, strict=True)
-        ]
+    # -- helpers --------------------------------------------------------------------------
+    def _check(self, x: np.ndarray, name: str) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"{name} must be (n, {self.dim}), got {x.shape}")
+        if not np.isfinite(x).all():
+            raise ValueError(f"{name} hold NaN or inf")
+        return x
 
-    def _exact_matrix(self) -> tuple[list[str], list[str], list[str], np.ndarray]:
-        """Every stored record, in a stable (insertion) order, with unit-norm embeddings."""
-        if self._exact is None:
-            db = sqlite3.connect(self.workdir / "docs_sqlite.db")
-            try:
-                hashed = [row[0] for row in db.execute("SELECT doc_id FROM docs ORDER BY rowid")]
-            finally:
-                db.close()
-            ids: list[str] = []
-            uris: list[str] = []
-            labels: list[str] = []
-            vectors = np.zeros((0, self.dim), np.float32)
-            if hashed:
-                by_id = {}
-                for start in range(0, len(hashed), 5000):
-                    chunk = hashed[start : start + 5000]
-                    for d in self._docs._get_docs_sqlite_unsorted(chunk):
-                        by_id[ShapeIndex._hash(d.id)] = d
-                ordered = [by_id[h] for h in hashed if h in by_id]
-                ids = [d.id for d in ordered]
-                uris = [d.uri for d in ordered]
-                labels = [d.label for d in ordered]
-                vectors = _unit_rows(np.stack([np.asarray(d.embedding) for d in ordered]))
-            self._exact = (ids, uris, labels, vectors)
-        return self._exact
+    def _records(self, keys: list[int]) -> dict[int, tuple[str, str, str]]:
+        """(id, uri, label) by SQLite key, in one statement per chunk of keys."""
+        out: dict[int, tuple[str, str, str]] = {}
+        for start in range(0, len(keys), SQL_CHUNK):
+            chunk = keys[start : start + SQL_CHUNK]
+            rows = self._db.execute(
+                f"SELECT doc_id, id, uri, label FROM {HITS} "
+                f"WHERE doc_id IN ({','.join('?' * len(chunk))})", chunk,
+            )
+            for key, doc_id, uri, label in rows:
+                out[key] = (doc_id, uri or "", label or "")
+        return out
 
     @staticmethod
-    def _hash(doc_id: str) -> int:
-        return HnswDocumentIndex._to_hashed_id(doc_id)
+    def _doc_id(data: bytes) -> str:
+        """The document id inside docarray's stored protobuf (it has no column of its own)."""
+        return DocProto.FromString(data).data["id"].text
+
+    def _vectors(self, keys: list[int]) -> np.ndarray:
+        if not keys:
+            return np.zeros((0, self.dim), np.float32)
+        return np.asarray(self._graph.get_items(keys, return_type="numpy"), dtype=np.float32)
+
+    def _rank(
+        self,
+        queries: np.ndarray,
+        limit: int,
+        ids: list[str],
+        uris: list[str],
+        labels: np.ndarray,
+        vectors: np.ndarray,
+    ) -> list[list[Hit]]:
+        """Exact top-``limit`` over the given rows, best first (ties: row order)."""
+        scores = _unit_rows(queries) @ vectors.T
+        k = min(limit, scores.shape[1])
+        if k < scores.shape[1]:
+            part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        else:
+            part = np.broadcast_to(np.arange(k), (len(scores), k))
+        hits = []
+        for row, cand in zip(scores, part, strict=True):
+            cand = np.sort(cand)  # so equal scores keep row order
+            top = cand[np.argsort(-row[cand], kind="stable")]
+            hits.append([Hit(ids[j], uris[j], str(labels[j]), float(row[j])) for j in top])
+        return hits
+
+    def _search_label(self, queries: np.ndarray, limit: int, label: str) -> list[list[Hit]]:
+        if self._table is not None:
+            t = self._table
+            rows = np.flatnonzero(t.labels == label)
+            return self._rank(queries, limit, [t.ids[r] for r in rows],
+                              [t.uris[r] for r in rows], t.labels[rows], t.vectors[rows])
+        rows = self._db.execute(
+            f"SELECT doc_id, id, uri FROM {HITS} WHERE label = ? ORDER BY doc_id", (label,)
+        ).fetchall()
+        if not rows:
+            return [[] for _ in queries]
+        return self._rank(queries, limit, [r[1] for r in rows],
+                          [r[2] or "" for r in rows], np.full(len(rows), label, dtype=object),
+                          self._vectors([r[0] for r in rows]))
+
+    def _exact_table(self) -> _Table:
+        """Every stored record, ordered by SQLite key, with unit-norm embeddings."""
+        if self._table is None:
+            rows = self._db.execute(
+                f"SELECT doc_id, id, uri, label FROM {HITS} ORDER BY doc_id"
+            ).fetchall()
+            self._table = _Table(
+                ids=[r[1] for r in rows],
+                uris=[r[2] or "" for r in rows],
+                labels=np.array([r[3] or "" for r in rows], dtype=object),
+                vectors=self._vectors([r[0] for r in rows]),
+            )
+        return self._table
