@@ -1,0 +1,359 @@
+"""Finetuning benchmarks: training throughput, and a timed ModelNet40 quality run.
+
+Throughput (clouds/s of a full step: augment + forward + loss + backward + optimiser), each
+configuration in its own process so peak RSS is its own::
+
+    python benchmarks/finetune.py --throughput [--backbones pointconv pointnet] [--batches 32 64]
+
+Quality (train from scratch within a time budget, evaluate test-vs-train retrieval)::
+
+    python benchmarks/finetune.py --quality --backbone pointnet --objective normsoftmax --minutes 5
+
+Results go to ``benchmarks/results/finetune_*.json`` (+ the curve PNG) and the "## Finetuning"
+section of ``docs/benchmarks.md``. The ModelNet40 clouds are read once and cached as one .npz
+under /tmp.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+DOC = ROOT / "docs" / "benchmarks.md"
+DATA = Path("/work/shared/data/modelnet40-pc-1024")
+CACHE = Path("/tmp/meshsearch_modelnet40_pc1024.npz")
+SECTION = "## Finetuning"
+SHOWN_METRICS = ("mAP@1", "mAP@10", "mNDCG@10", "mAP")
+
+
+def load_modelnet(root: Path = DATA, cache: Path = CACHE) -> dict[str, np.ndarray]:
+    """Official split: ``train_points, train_labels, test_points, test_labels`` (cached .npz)."""
+    if cache.exists():
+        with np.load(cache) as z:
+            return {k: z[k] for k in z.files}
+    out: dict[str, list] = {}
+    for cls in sorted(p.name for p in root.iterdir() if p.is_dir()):
+        for split in ("train", "test"):
+            files = sorted((root / cls / split).glob("*.npy"))
+            out.setdefault(f"{split}_points", []).extend(np.load(f) for f in files)
+            out.setdefault(f"{split}_labels", []).extend([cls] * len(files))
+    data = {
+        k: np.stack(v).astype(np.float32) if "points" in k else np.array(v) for k, v in out.items()
+    }
+    tmp = cache.with_name(cache.stem + ".tmp.npz")
+    np.savez(tmp, **data)
+    os.replace(tmp, cache)
+    return data
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def machine() -> str:
+    dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"
+    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, {dev}"
+
+
+# -- throughput ---------------------------------------------------------------------------------
+
+
+def throughput_one(
+    backbone: str, batch: int, device: str, objective: str, steps: int, num_points: int = 1024
+) -> dict:
+    """Clouds/s of ``Trainer.train_step`` (the exact step ``fit`` runs) on random 40-class data."""
+    from meshsearch.train import TrainConfig, Trainer
+
+    rng = np.random.default_rng(0)
+    n_classes = 40
+    labels = np.repeat(np.arange(n_classes), 8)
+    points = rng.normal(size=(len(labels), num_points, 3)).astype(np.float32)
+    points /= np.linalg.norm(points, axis=-1).max(axis=1)[:, None, None]
+    cfg = TrainConfig(
+        backbone=backbone, objective=objective, batch_size=batch, k_per_class=4, device=device
+    )
+    trainer = Trainer(points, labels, cfg)
+    batches = trainer.sampler.epoch_batches(0)
+    sync = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)
+    warmup = 3 if trainer.device.type == "cuda" else 1
+    for i in range(warmup):
+        trainer.train_step(batches[i % len(batches)])
+    sync()
+    t0 = time.perf_counter()
+    for i in range(steps):
+        trainer.train_step(batches[(warmup + i) % len(batches)])
+    sync()
+    seconds = time.perf_counter() - t0
+    result = {
+        "backbone": backbone,
+        "batch": trainer.sampler.batch_size,
+        "num_points": num_points,
+        "objective": objective,
+        "device": str(trainer.device),
+        "threads": torch.get_num_threads(),
+        "steps": steps,
+        "s_per_step": seconds / steps,
+        "clouds_per_s": steps * trainer.sampler.batch_size / seconds,
+        "peak_rss_mib": peak_rss_mib(),
+        "load_avg_1m": os.getloadavg()[0],  # other processes on the machine skew the figures
+    }
+    if trainer.device.type == "cuda":
+        result["peak_cuda_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    return result
+
+
+def run_throughput(args: argparse.Namespace) -> list[dict]:
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() and not args.cpu_only else [])
+    results = []
+    for device in devices:
+        for backbone in args.backbones:
+            for batch in args.batches:
+                steps = args.steps or (3 if backbone == "pointconv" and device == "cpu" else 10)
+                cmd = [
+                    sys.executable, __file__, "--throughput-one", backbone, str(batch),
+                    "--device", device, "--objective", args.objective, "--steps", str(steps),
+                    "--threads", str(args.threads),
+                ]  # fmt: skip
+                proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+                if proc.returncode != 0:
+                    print(proc.stderr[-3000:], file=sys.stderr)
+                    raise SystemExit(f"throughput run failed: {backbone} batch {batch} on {device}")
+                result = json.loads(proc.stdout.strip().splitlines()[-1])
+                print(json.dumps(result), flush=True)
+                results.append(result)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = {"machine": machine(), "torch": torch.__version__, "results": results}
+    (RESULTS / "finetune_throughput.json").write_text(json.dumps(out, indent=2) + "\n")
+    return results
+
+
+# -- quality ------------------------------------------------------------------------------------
+
+
+def run_quality(args: argparse.Namespace) -> dict:
+    from meshsearch.models import build_encoder
+    from meshsearch.train import TrainConfig, Trainer, evaluate, fit, seed_everything
+
+    t_load = time.perf_counter()
+    data = load_modelnet()
+    print(f"data: {len(data['train_points'])} train / {len(data['test_points'])} test clouds, "
+          f"{time.perf_counter() - t_load:.1f} s", flush=True)  # fmt: skip
+    eval_data = (
+        data["test_points"],
+        data["test_labels"],
+        data["train_points"],
+        data["train_labels"],
+    )
+    cfg = TrainConfig(
+        backbone=args.backbone,
+        embed_dim=args.embed_dim,
+        objective=args.objective,
+        lr=args.lr,
+        batch_size=args.batch,
+        k_per_class=args.k,
+        epochs=1,
+        eval_every=0,
+        device=args.device,
+        seed=args.seed,
+    )
+    budget = args.minutes * 60
+    # Fit the schedule to the budget: time a few steps, plan the epochs, decay the LR late.
+    probe = Trainer(data["train_points"], data["train_labels"], cfg)
+    batches = probe.sampler.epoch_batches(0)
+    probe.train_step(batches[0])
+    t0 = time.perf_counter()
+    for b in batches[1:4]:
+        probe.train_step(b)
+    epoch_s = (time.perf_counter() - t0) / 3 * len(probe.sampler)
+    epochs = max(1, int(budget / epoch_s))
+    milestones = tuple(sorted({max(1, int(0.6 * epochs)), max(1, int(0.85 * epochs))}))
+    cfg = replace(cfg, epochs=epochs, time_budget_s=budget, milestones=milestones)
+    del probe
+    print(f"~{epoch_s:.0f} s/epoch -> {epochs} epochs, milestones {cfg.milestones}", flush=True)
+
+    untrained = None
+    if not args.skip_untrained:
+        seed_everything(cfg.seed)
+        model = build_encoder(cfg.backbone, embed_dim=cfg.embed_dim).to(cfg.device)
+        t0 = time.perf_counter()
+        untrained = evaluate(model, eval_data, batch_size=cfg.eval_batch_size, device=cfg.device)
+        print(f"untrained: {fmt(untrained)} ({time.perf_counter() - t0:.0f} s)", flush=True)
+        del model
+
+    workdir = Path(args.workdir) / f"{args.backbone}_{args.objective}"
+    shutil.rmtree(workdir, ignore_errors=True)
+    last_print = [0.0]
+
+    def on_progress(p: dict) -> None:
+        if time.monotonic() - last_print[0] > 30 or p["state"] != "running":
+            last_print[0] = time.monotonic()
+            print(f"  {p['state']} epoch {p['epoch']}/{p['epochs']} step {p['step']} "
+                  f"loss {p['loss'] if p['loss'] is None else round(p['loss'], 4)}", flush=True)  # fmt: skip
+
+    t0 = time.perf_counter()
+    summary = fit(
+        data["train_points"], data["train_labels"], cfg, workdir, eval_data, on_progress=on_progress
+    )
+    wall = time.perf_counter() - t0
+    records = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]
+    train_s = records[-1]["elapsed"] if records else wall
+    print(f"trained: {fmt(summary['metrics'])}", flush=True)
+    name = f"finetune_{args.backbone}_{args.objective}"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(workdir / "curves.png", RESULTS / f"{name}.png")
+    result = {
+        "backbone": args.backbone,
+        "objective": args.objective,
+        "minutes": args.minutes,
+        "machine": machine(),
+        "state": summary["state"],
+        "epochs_done": summary["epochs_done"],
+        "epochs_trained": records[-1]["epoch"] if records else 0,  # fractional if cut mid-epoch
+        "steps": summary["step"],
+        "train_wall_s": round(wall, 1),
+        "load_avg_1m": os.getloadavg()[0],
+        "train_elapsed_s": train_s,
+        "untrained": untrained,
+        "trained": summary["metrics"],
+        "final_loss": summary["loss"],
+        "curves": f"benchmarks/results/{name}.png",
+        "config": summary["config"],
+        "command": " ".join(["python", "benchmarks/finetune.py", *sys.argv[1:]]),
+        "note": args.note,
+    }
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+# -- report -------------------------------------------------------------------------------------
+
+
+def fmt(metrics: dict | None) -> str:
+    if not metrics:
+        return "-"
+    return ", ".join(f"{k} {metrics[k]:.3f}" for k in SHOWN_METRICS if k in metrics)
+
+
+def _load(result: dict) -> str:
+    load = result.get("load_avg_1m")
+    return "-" if load is None else f"{load:.1f}"
+
+
+def render_section() -> str:
+    """The "## Finetuning" section from every ``benchmarks/results/finetune_*.json``."""
+    lines = [SECTION, ""]
+    tp = RESULTS / "finetune_throughput.json"
+    if tp.exists():
+        t = json.loads(tp.read_text())
+        lines += [
+            "Training throughput: one full step (augment + forward + loss + backward + Adam), "
+            f"N = 1024 points, `python benchmarks/finetune.py --throughput` ({t['machine']}, "
+            f"torch {t['torch']}).",
+            "",
+            "| backbone | device | threads | batch | clouds/s | s/step | peak RSS MiB | load avg |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for r in t["results"]:
+            lines.append(
+                f"| {r['backbone']} | {r['device']} | {r['threads']} | {r['batch']} | "
+                f"{r['clouds_per_s']:.2f} | {r['s_per_step']:.2f} | {r['peak_rss_mib']:.0f} | "
+                f"{_load(r)} |"
+            )
+        lines += ["", f"Note: {t['note']}", ""] if t.get("note") else [""]
+    runs = sorted(p for p in RESULTS.glob("finetune_*.json") if p.name != tp.name)
+    if runs:
+        lines += [
+            "ModelNet40 quality runs: from scratch within the time budget, test shapes (2468) "
+            "query the train index (9843), cosine similarity; the untrained encoder for reference. "
+            "Metrics after the last epoch (no model selection on the test split).",
+            "",
+            "| backbone | objective | budget min | epochs | untrained mAP@1 / mNDCG@10 / mAP | "
+            "trained mAP@1 | mAP@10 | mNDCG@10 | mAP | load avg | curves |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for p in runs:
+            r = json.loads(p.read_text())
+            u, m = r.get("untrained"), r["trained"] or {}
+            base = "-" if not u else f"{u['mAP@1']:.3f} / {u['mNDCG@10']:.3f} / {u['mAP']:.3f}"
+            lines.append(
+                f"| {r['backbone']} | {r['objective']} | {r['minutes']:g} | {r['epochs_trained']:g} | "
+                f"{base} | {m.get('mAP@1', 0):.3f} | {m.get('mAP@10', 0):.3f} | "
+                f"{m.get('mNDCG@10', 0):.3f} | {m.get('mAP', 0):.3f} | "
+                f"{_load(r)} | [png](../{r['curves']}) |"
+            )
+        notes = [json.loads(p.read_text()).get("note") for p in runs]
+        lines += ["", *[f"- {n}" for n in dict.fromkeys(notes) if n]]
+        lines += ["", "Commands:", ""]
+        lines += [f"    {json.loads(p.read_text())['command']}" for p in runs]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_doc_section(doc: Path = DOC) -> None:
+    """Replace (or append) only the "## Finetuning" section of docs/benchmarks.md."""
+    text = doc.read_text() if doc.exists() else "# Benchmarks\n"
+    section = render_section()
+    start = text.find(f"\n{SECTION}\n")
+    if start < 0:
+        text = text.rstrip("\n") + "\n\n" + section
+    else:
+        end = text.find("\n## ", start + len(SECTION) + 2)
+        text = text[: start + 1] + section + ("\n" + text[end + 1 :] if end >= 0 else "")
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.write_text(text.rstrip("\n") + "\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--throughput", action="store_true")
+    ap.add_argument("--throughput-one", nargs=2, metavar=("BACKBONE", "BATCH"))
+    ap.add_argument("--quality", action="store_true")
+    ap.add_argument("--backbones", nargs="+", default=["pointconv", "pointnet"])
+    ap.add_argument("--batches", nargs="+", type=int, default=[32, 64])
+    ap.add_argument("--steps", type=int, default=None, help="timed steps per configuration")
+    ap.add_argument("--cpu-only", action="store_true")
+    ap.add_argument("--backbone", default="pointnet")
+    ap.add_argument("--objective", default="normsoftmax")
+    ap.add_argument("--minutes", type=float, default=5.0)
+    ap.add_argument("--embed-dim", type=int, default=512)
+    ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--k", type=int, default=4)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--skip-untrained", action="store_true")
+    ap.add_argument("--workdir", default="/tmp/meshsearch_finetune")
+    ap.add_argument("--note", default=None, help="a remark shown under the quality table")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.throughput_one:
+        backbone, batch = args.throughput_one
+        r = throughput_one(backbone, int(batch), args.device, args.objective, args.steps or 3)
+        print(json.dumps(r))
+        return
+    if not (args.throughput or args.quality):
+        ap.error("choose --throughput and/or --quality")
+    if args.throughput:
+        run_throughput(args)
+    if args.quality:
+        run_quality(args)
+    write_doc_section()
+
+
+if __name__ == "__main__":
+    main()

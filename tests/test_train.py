@@ -1,0 +1,314 @@
+"""Finetuning: PK sampler, augmentation, config, and fit's checkpoints, stopping and resumption.
+
+The fit tests train the cheap "pointnet" backbone on 4 classes x 8 clouds of 128 points for a few
+steps, so the whole file runs in well under a minute on two cores.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from meshsearch.train import PKSampler, TrainConfig, augment, fit, pretrain, rotation_matrices
+
+ROOT = Path(__file__).resolve().parents[1]
+N_POINTS = 128
+
+
+def make_clouds(n_per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """4 classes of noisy ellipsoid-ish clouds, each class with its own axis lengths."""
+    rng = np.random.default_rng(seed)
+    axes = np.array([[1.0, 0.3, 0.3], [0.3, 1.0, 0.3], [0.3, 0.3, 1.0], [0.7, 0.7, 0.7]])
+    clouds, labels = [], []
+    for c, ax in enumerate(axes):
+        d = rng.normal(size=(n_per_class, N_POINTS, 3))
+        d /= np.linalg.norm(d, axis=-1, keepdims=True)
+        clouds.append(d * ax + 0.05 * rng.normal(size=d.shape))
+        labels += [f"class{c}"] * n_per_class
+    return np.concatenate(clouds).astype(np.float32), np.array(labels)
+
+
+TRAIN = make_clouds(8, 0)
+QUERY = make_clouds(3, 1)
+EVAL = (QUERY[0], QUERY[1], TRAIN[0], TRAIN[1])
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: one thread avoids OpenMP stalls on a busy machine (and keeps runs comparable)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_config(**kw) -> TrainConfig:
+    base = dict(
+        backbone="pointnet",
+        embed_dim=16,
+        model_config={"hidden_dim": 64, "projector_dim": 64},
+        objective="normsoftmax",
+        epochs=3,
+        batch_size=8,
+        k_per_class=2,
+        max_steps_per_epoch=4,
+        checkpoint_every_steps=2,
+        lr=1e-3,
+        device="cpu",
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def epochs_of(workdir: Path) -> list:
+    return [
+        json.loads(line)["epoch"] for line in (workdir / "metrics.jsonl").read_text().splitlines()
+    ]
+
+
+def losses_of(workdir: Path) -> list:
+    return [
+        json.loads(line)["loss"] for line in (workdir / "metrics.jsonl").read_text().splitlines()
+    ]
+
+
+# -- PKSampler ----------------------------------------------------------------------------------
+
+
+def test_pk_batches_hold_k_of_p_distinct_classes() -> None:
+    labels = np.repeat(np.arange(10), [30, 3, 20, 20, 20, 20, 20, 20, 20, 1])
+    s = PKSampler(labels, p=4, k=4, seed=1)
+    assert len(s) == round(len(labels) / 16) and s.batch_size == 16
+    batches = np.stack(list(s))
+    assert batches.shape == (len(s), 16)
+    for batch in batches:
+        classes = labels[batch].reshape(4, 4)
+        assert (classes == classes[:, :1]).all()  # K of one class per block
+        assert len(set(classes[:, 0])) == 4  # P distinct classes
+        big = [
+            blk for blk in batch.reshape(4, 4) if len(np.flatnonzero(labels == labels[blk[0]])) >= 4
+        ]
+        assert all(len(set(blk)) == 4 for blk in big)  # no repeats when the class is big enough
+    counts = np.bincount(labels[batches[:, ::4]].ravel(), minlength=10)
+    assert counts.max() - counts.min() <= 1  # classes equally often
+    assert set(batches[labels[batches] == 9]) == {np.flatnonzero(labels == 9)[0]}  # 1 item, reused
+
+
+def test_pk_never_zero_batches() -> None:
+    # The old sampler gave zero batches for 40 classes at batch 64 on a small set.
+    labels = np.arange(40).repeat(1)
+    s = PKSampler(labels, p=64 // 4, k=4)
+    assert len(s) == 1 and len(list(s)) == 1
+    assert PKSampler(np.arange(40).repeat(250), p=16, k=4).__len__() == round(10000 / 64)
+    assert PKSampler(np.arange(3).repeat(5), p=16, k=4).p == 3  # P capped at the class count
+    with pytest.raises(ValueError):
+        PKSampler(np.arange(4), p=2, k=1)
+
+
+def test_pk_deterministic_and_resumable() -> None:
+    labels = np.arange(6).repeat(10)
+    a = PKSampler(labels, p=3, k=2, seed=7)
+    first = np.stack(list(a))
+    assert np.array_equal(first, np.stack(list(PKSampler(labels, p=3, k=2, seed=7))))
+    assert not np.array_equal(first, np.stack(list(PKSampler(labels, p=3, k=2, seed=8))))
+    a.set_epoch(1)
+    assert not np.array_equal(first, a.epoch_batches(1))
+    # Stop after 3 batches of epoch 1, restore into a fresh sampler, continue.
+    expected = a.epoch_batches(1)
+    it = iter(a)
+    taken = [next(it) for _ in range(3)]
+    b = PKSampler(labels, p=3, k=2, seed=7)
+    b.load_state_dict(json.loads(json.dumps(a.state_dict())))
+    assert np.array_equal(np.stack(taken + list(b)), expected)
+    with pytest.raises(ValueError):
+        PKSampler(labels, p=2, k=2, seed=7).load_state_dict(a.state_dict())
+
+
+# -- augmentation -------------------------------------------------------------------------------
+
+
+def test_rotation_matrices_are_rotations_about_the_axis() -> None:
+    angles = torch.linspace(0, 6, 5)
+    for axis, i in (("x", 0), ("y", 1), ("z", 2)):
+        r = rotation_matrices(angles, axis)
+        assert torch.allclose(r @ r.transpose(1, 2), torch.eye(3).expand(5, 3, 3), atol=1e-6)
+        assert torch.allclose(torch.linalg.det(r), torch.ones(5), atol=1e-6)
+        assert torch.allclose(r[:, :, i], torch.eye(3)[i].expand(5, 3))
+
+
+def test_augment_keeps_up_axis_and_subsamples() -> None:
+    pts = torch.from_numpy(TRAIN[0][:6])
+    g = torch.Generator().manual_seed(0)
+    rot = augment(pts, jitter=0, scale_range=None, up_axis="z", generator=g)
+    assert torch.allclose(rot[..., 2], pts[..., 2])  # height kept: rotation about z only
+    assert torch.allclose(rot.norm(dim=-1), pts.norm(dim=-1), atol=1e-5)
+    assert not torch.allclose(rot, pts)
+    sub = augment(pts, num_points=32, up_axis=None, jitter=0, scale_range=None, generator=g)
+    assert sub.shape == (6, 32, 3)
+    for cloud, orig in zip(sub, pts, strict=True):  # each point is an original point, no repeats
+        d = torch.cdist(cloud, orig, compute_mode="donot_use_mm_for_euclid_dist")
+        assert d.min(dim=1).values.max() < 1e-6 and len(set(d.argmin(dim=1).tolist())) == 32
+    scaled = augment(pts, up_axis=None, jitter=0, scale_range=(0.8, 1.25), generator=g)
+    ratio = scaled.norm(dim=-1) / pts.norm(dim=-1)
+    assert ((ratio > 0.8 - 1e-5) & (ratio < 1.25 + 1e-5)).all()
+    assert torch.allclose(ratio, ratio[:, :1].expand_as(ratio), atol=1e-4)  # isotropic per cloud
+    jit = augment(pts, up_axis=None, jitter=0.02, jitter_clip=0.05, scale_range=None, generator=g)
+    assert 0 < (jit - pts).abs().max() <= 0.05 + 1e-6
+    a = augment(pts, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a, augment(pts, generator=torch.Generator().manual_seed(3)))
+
+
+def test_config_round_trips_through_json() -> None:
+    cfg = TrainConfig(
+        objective="proxyanchor", milestones=(5, 9), scale_range=(0.9, 1.1), margin=0.1
+    )
+    back = TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert back == cfg
+    with pytest.raises(ValueError, match="unknown"):
+        TrainConfig.from_dict({"bogus": 1})
+
+
+# -- fit ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> tuple[Path, dict, list]:
+    """One uninterrupted 3-epoch run, the baseline of the stop/resume tests."""
+    workdir = tmp_path_factory.mktemp("ref")
+    events: list[dict] = []
+    summary = fit(*TRAIN, tiny_config(), workdir, EVAL, on_progress=events.append)
+    return workdir, summary, events
+
+
+def test_fit_writes_checkpoints_logs_and_curves(reference) -> None:
+    from meshsearch.models import load_encoder
+
+    workdir, summary, events = reference
+    assert summary["state"] == "done" and summary["epochs_done"] == 3 and summary["step"] == 12
+    for name in ("best.pt", "last.pt", "state.pt", "metrics.jsonl", "curves.png", "summary.json"):
+        assert (workdir / name).stat().st_size > 0
+    records = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+    for r in records:
+        assert {"epoch", "step", "loss", "lr", "metrics", "elapsed"} <= set(r)
+        assert math.isfinite(r["loss"]) and 0 <= r["metrics"]["mAP@10"] <= 1
+    assert summary["metrics"] == records[-1]["metrics"]
+    assert summary["best"]["score"] == max(r["metrics"]["mAP@10"] for r in records)
+    assert (workdir / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    model = load_encoder(str(workdir / "best.pt"), embed_dim=16, backbone="pointnet")
+    assert model(torch.from_numpy(TRAIN[0][:2])).shape == (2, 16)
+    assert {
+        "state",
+        "epoch",
+        "epochs",
+        "step",
+        "steps_per_epoch",
+        "loss",
+        "metrics",
+        "eta_s",
+    } <= set(events[0])
+    assert events[-1]["state"] == "done" and events[-1]["metrics"] is not None
+    assert any(e["state"] == "evaluating" for e in events)
+    # Calling fit again on a finished run resumes into "already done": no extra epochs.
+    again = fit(*TRAIN, tiny_config(), workdir, EVAL)
+    assert again["epochs_done"] == 3 and epochs_of(workdir) == [1, 2, 3]
+
+
+def test_same_seed_same_first_epoch_loss(reference, tmp_path) -> None:
+    summary = fit(*TRAIN, tiny_config(epochs=1), tmp_path / "a")
+    assert summary["loss"] == losses_of(reference[0])[0]
+    other = fit(*TRAIN, tiny_config(epochs=1, seed=1), tmp_path / "b")
+    assert other["loss"] != summary["loss"]
+
+
+def test_cancel_then_resume_matches_uninterrupted(reference, tmp_path) -> None:
+    stop = threading.Event()
+
+    def on_progress(p: dict) -> None:
+        if p["step"] == 6:  # mid-epoch 2
+            stop.set()
+
+    cut = fit(*TRAIN, tiny_config(), tmp_path, EVAL, on_progress=on_progress, stop_event=stop)
+    assert cut["state"] == "cancelled" and cut["step"] == 6 and epochs_of(tmp_path) == [1]
+    done = fit(*TRAIN, tiny_config(), tmp_path, EVAL)
+    assert done["state"] == "done" and done["step"] == 12 and epochs_of(tmp_path) == [1, 2, 3]
+    assert losses_of(tmp_path) == losses_of(reference[0])  # same batches, same RNG, same numbers
+    assert done["metrics"] == reference[1]["metrics"]
+
+
+def test_time_budget_stops_cleanly_and_evaluates(tmp_path) -> None:
+    out = fit(*TRAIN, tiny_config(epochs=50, time_budget_s=0.0), tmp_path, EVAL)
+    assert out["state"] == "time_budget" and out["step"] == 1 and out["metrics"] is not None
+    (record,) = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert record["partial"] and record["epoch"] == 0.25 and (tmp_path / "best.pt").exists()
+    # A longer budget resumes the same run; the partial record is replaced by whole epochs.
+    out = fit(*TRAIN, tiny_config(epochs=2), tmp_path, EVAL)
+    assert out["state"] == "done" and epochs_of(tmp_path) == [1, 2]
+
+
+def test_resume_refuses_a_different_config(reference, tmp_path) -> None:
+    fit(*TRAIN, tiny_config(epochs=1), tmp_path)
+    with pytest.raises(ValueError, match="different config"):
+        fit(*TRAIN, tiny_config(epochs=1, lr=0.1), tmp_path)
+    # Changing only the number of epochs extends the run.
+    assert fit(*TRAIN, tiny_config(epochs=2), tmp_path)["epochs_done"] == 2
+
+
+def test_early_stopping_and_pretrain(tmp_path) -> None:
+    out = fit(*TRAIN, tiny_config(epochs=20, lr=0.0, patience=2), tmp_path / "es", EVAL)
+    assert out["state"] == "early_stopped" and out["epochs_done"] == 3
+    pre = pretrain(*TRAIN, tiny_config(objective="triplet", epochs=1), tmp_path / "pre")
+    assert pre["config"]["objective"] == "normsoftmax" and pre["state"] == "done"
+
+
+KILL_SCRIPT = textwrap.dedent(
+    """
+    import sys, time
+    import torch
+    torch.set_num_threads(1)
+    sys.path.insert(0, {tests!r})
+    from test_train import EVAL, TRAIN, tiny_config
+    from meshsearch.train import fit
+    fit(*TRAIN, tiny_config(epochs=4), {workdir!r}, EVAL, on_progress=lambda p: time.sleep(0.2))
+    """
+)
+
+
+def test_killed_run_resumes_from_last_checkpoint(reference, tmp_path) -> None:
+    script = KILL_SCRIPT.format(tests=str(ROOT / "tests"), workdir=str(tmp_path))
+    env = dict(os.environ, JINA_OPTOUT_TELEMETRY="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], cwd=ROOT, env=env, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "state.pt").exists():
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline, "no state.pt within 120 s"
+            time.sleep(0.05)
+        time.sleep(0.1)  # during the next step (each sleeps 0.2 s in on_progress)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (tmp_path / "summary.json").exists()
+    state = torch.load(tmp_path / "state.pt", weights_only=True)
+    assert state["epoch"] == 0 and state["sampler"]["position"] == 2  # killed mid-epoch 1
+    out = fit(*TRAIN, tiny_config(epochs=4), tmp_path, EVAL)
+    assert out["state"] == "done" and out["epochs_done"] == 4 and out["step"] == 16
+    assert epochs_of(tmp_path) == [1, 2, 3, 4]
+    # The resumed run continued the same batches and random draws as an uninterrupted one.
+    assert losses_of(tmp_path)[:3] == pytest.approx(losses_of(reference[0]), rel=1e-5)
