@@ -1,7 +1,10 @@
-"""What every meshsearch executor shares: a pass-through default endpoint and per-document errors."""
+"""What every meshsearch executor shares: a pass-through default endpoint, per-document errors and
+request checks (known parameters per endpoint, documents where an endpoint needs them)."""
 
 import os
 from collections.abc import Iterable
+from dataclasses import fields
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -23,6 +26,15 @@ class MeshsearchExecutor(Executor):
     async def passthrough(self, docs: DocList[ShapeDoc], **kwargs) -> DocList[ShapeDoc]:
         return docs
 
+    async def __acall__(self, req_endpoint: str, **kwargs):
+        """Jina's dispatch to the endpoint's handler, after :func:`check_request`.
+
+        A bad request fails here, before any handler runs, with the same error in whichever
+        executor meets it first; the executor stays up and serves the next request.
+        """
+        check_request(req_endpoint, kwargs.get("parameters"), kwargs.get("docs"))
+        return await super().__acall__(req_endpoint, **kwargs)
+
     def torch_threads(self) -> int:
         """This replica's share of the machine's cores (replicas divide them, never oversubscribe)."""
         replicas = int(getattr(self.runtime_args, "replicas", 1) or 1)
@@ -40,15 +52,85 @@ def fail(doc: ShapeDoc, reason: str) -> None:
     doc.error = doc.error or reason
 
 
+MAX_LIMIT = 10_000  # the most results (``limit``, ``ks``) one query may ask for
+
+# Every endpoint of the Flows and the request parameters it takes. Jina sends a request's parameters
+# to every executor on the way, so each executor checks the whole set against this one table.
+ENDPOINT_PARAMETERS: dict[str, frozenset[str]] = {
+    "/index": frozenset(),
+    "/search": frozenset({"limit", "label", "exact"}),
+    "/evaluate": frozenset({"ks"}),
+    "/encode": frozenset(),
+    "/load": frozenset(),
+    "/count": frozenset(),
+    "/delete": frozenset(),
+    "/clear": frozenset(),
+    "/info": frozenset(),
+    "/reload": frozenset({"checkpoint"}),
+    "/finetune/data": frozenset({"reset"}),
+    "/finetune/data/count": frozenset(),
+    "/finetune/status": frozenset({"job_id"}),
+    "/finetune/cancel": frozenset({"job_id"}),
+    # "/finetune": TrainConfig's fields and "data", see allowed_parameters
+}
+# Endpoints that work on documents: an empty request is a mistake, not a no-op.
+DOC_ENDPOINTS = frozenset({"/index", "/search", "/evaluate", "/encode", "/load", "/finetune/data"})
+
+
+@cache
+def allowed_parameters(endpoint: str) -> frozenset[str] | None:
+    """The parameters ``endpoint`` takes, or None for an endpoint outside the table."""
+    if endpoint == "/finetune":
+        from meshsearch.train import TrainConfig  # torch: only the executors that need it
+
+        return frozenset(f.name for f in fields(TrainConfig)) | {"data"}
+    return ENDPOINT_PARAMETERS.get(endpoint)
+
+
+def check_request(endpoint: str, parameters: dict[str, Any] | None, docs: Any) -> None:
+    """Raise ValueError for a parameter ``endpoint`` does not take, or a document endpoint called
+    without documents. Jina's own keys (``__results__``...) are ignored; endpoints outside the
+    table (``__default__``, an executor's extra ones) are not checked here."""
+    allowed = allowed_parameters(endpoint)
+    if allowed is None:
+        return
+    unknown = sorted(k for k in parameters or {} if not k.startswith("__") and k not in allowed)
+    if unknown:
+        names = ", ".join(repr(k) for k in unknown)
+        takes = ", ".join(sorted(allowed)) if allowed else "no parameters"
+        raise ValueError(f"{endpoint}: unknown parameter {names}; {endpoint} takes {takes}")
+    if endpoint in DOC_ENDPOINTS and docs is not None and len(docs) == 0:
+        raise ValueError(f"{endpoint}: the request holds no documents")
+
+
+def bool_param(parameters: dict[str, Any], name: str, default: bool) -> bool:
+    """A true/false request parameter; anything else ("yes", 1) is an error, not a guess."""
+    value = parameters.get(name, default)
+    if not isinstance(value, bool):
+        raise ValueError(f"parameter {name!r} must be true or false, got {value!r}")
+    return value
+
+
+def str_param(parameters: dict[str, Any], name: str) -> str | None:
+    """An optional text request parameter."""
+    value = parameters.get(name)
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"parameter {name!r} must be text, got {value!r}")
+    return value
+
+
 def int_param(parameters: dict[str, Any], name: str, default: int, lo: int, hi: int) -> int:
     """An integer request parameter within [lo, hi]; protobuf turns ints into floats on the way."""
     value = parameters.get(name, default)
     try:
+        if isinstance(value, bool):
+            raise TypeError
         as_int = int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ValueError(f"parameter {name!r} must be an integer, got {value!r}") from None
     if as_int != value or not lo <= as_int <= hi:
-        raise ValueError(f"parameter {name!r} must be an integer in [{lo}, {hi}], got {value!r}")
+        shown = as_int if as_int == value else value  # 5, not the 5.0 protobuf made of it
+        raise ValueError(f"parameter {name!r} must be an integer in [{lo}, {hi}], got {shown!r}")
     return as_int
 
 

@@ -19,7 +19,9 @@ class PointConvEncoder(MeshsearchExecutor):
     """Embeds point clouds in minibatches; CUDA when present, CPU otherwise.
 
     ``checkpoint`` may be one of our checkpoints or a legacy executor-3d-encoder state_dict;
-    ``/reload`` swaps in new weights (e.g. a finetuned ``best.pt``) without a restart.
+    ``/reload`` swaps in new weights (e.g. a finetuned ``best.pt``) without a restart. Every
+    document is embedded from its points, so an ``embedding`` sent by the client is replaced: the
+    index only ever holds vectors of the model that serves the queries.
     """
 
     def __init__(
@@ -31,6 +33,7 @@ class PointConvEncoder(MeshsearchExecutor):
         batch_size: int = 32,
         device: str = "auto",
         seed: int = 0,
+        model_config: Optional[dict] = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -49,12 +52,13 @@ class PointConvEncoder(MeshsearchExecutor):
         self.batch_size = batch_size
         self.checkpoint = checkpoint
         self.seed = seed
+        self.model_config = dict(model_config or {})  # backbone config fields, e.g. hidden_dim
         self.model = self._load(checkpoint)
 
     def _load(self, checkpoint: Optional[str]) -> torch.nn.Module:
         torch.manual_seed(self.seed)  # the same untrained weights every time
         return load_encoder(checkpoint, embed_dim=self.embed_dim, backbone=self.backbone,
-                            device=self.device)
+                            device=self.device, **self.model_config)
 
     @requests(on=["/index", "/search", "/evaluate", "/encode"])
     def encode(self, docs: DocList[ShapeDoc], **kwargs) -> DocList[ShapeDoc]:

@@ -4,7 +4,7 @@ import numpy as np
 from docarray import DocList
 from jina import requests
 
-from executors.common import MeshsearchExecutor, fail, pending
+from executors.common import MAX_LIMIT, MeshsearchExecutor, fail, int_param, pending
 from meshsearch.docs import ShapeDoc
 from meshsearch.metrics import per_query_metrics
 
@@ -22,7 +22,10 @@ class RetrievalEvaluator(MeshsearchExecutor):
 
     @requests(on="/evaluate")
     def evaluate(self, docs: DocList[ShapeDoc], parameters: dict, **kwargs) -> DocList[ShapeDoc]:
-        ks = tuple(int(k) for k in parameters.get("ks", self.ks))
+        ks = parameters.get("ks", self.ks)
+        if not isinstance(ks, list | tuple) or not ks:
+            raise ValueError(f"parameter 'ks' must be a list of cut-offs, got {ks!r}")
+        ks = tuple(int_param({"ks": k}, "ks", 1, 1, MAX_LIMIT) for k in ks)
         ready = []
         for doc in pending(docs):
             if doc.relevance is None:

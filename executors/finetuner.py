@@ -17,6 +17,9 @@ from meshsearch.dataset import read_doclist, write_doclist
 from meshsearch.docs import ShapeDoc
 from meshsearch.train import TrainConfig, fit
 
+ACTIVE = ("queued", "running", "resumed")  # job states that hold the (single) training slot
+PROGRESS_SAVE_S = 1.0  # how often a running job's progress is written to its job.json
+
 
 class Finetuner(MeshsearchExecutor):
     """Collects labelled shapes, trains in a background thread, reports status, survives restarts.
@@ -25,7 +28,9 @@ class Finetuner(MeshsearchExecutor):
     queries against the train split). ``/finetune`` starts a job and answers at once with its id;
     ``/finetune/status`` and ``/finetune/cancel`` follow it. Each job lives in
     ``workspace/jobs/<id>`` (checkpoints, ``metrics.jsonl``, ``curves.png``); a job that was running
-    when the process died resumes from its last checkpoint when the executor starts again.
+    when the process died resumes from its last checkpoint when the executor starts again: its
+    ``job.json`` goes from "running" to "resumed" (and ``resumed`` counts the restarts), then back
+    to "running" and on to its final state.
     """
 
     def __init__(self, defaults: Optional[dict[str, Any]] = None, **kwargs) -> None:
@@ -45,8 +50,10 @@ class Finetuner(MeshsearchExecutor):
         for job_file in sorted((self.root / "jobs").glob("*/job.json")):
             job = json.loads(job_file.read_text())
             self._jobs[job["job_id"]] = job
-            if job["state"] in ("queued", "running"):
+            if job["state"] in ACTIVE:  # the process died under it: go on from state.pt
                 self.logger.info(f"resuming finetuning job {job['job_id']}")
+                job.update(state="resumed", resumed=job.get("resumed", 0) + 1)
+                self._save(job)
                 self._start(job)
 
     def _read_split(self, split: str) -> DocList[ShapeDoc]:
@@ -83,7 +90,7 @@ class Finetuner(MeshsearchExecutor):
         """Start a job; parameters are TrainConfig fields, plus an optional ``data`` folder
         holding ``train.bin``/``test.bin`` from ``meshsearch prepare``."""
         with self._jobs_lock:
-            busy = [j for j in self._jobs.values() if j["state"] in ("queued", "running")]
+            busy = [j for j in self._jobs.values() if j["state"] in ACTIVE]
             if busy:
                 raise RuntimeError(f"finetuning job {busy[0]['job_id']} is still running")
             config = {**self.defaults, **{k: v for k, v in parameters.items() if k != "data"}}
@@ -99,7 +106,7 @@ class Finetuner(MeshsearchExecutor):
 
     @requests(on="/finetune/status")
     def status(self, parameters: dict, **kwargs):
-        job = self._job(parameters.get("job_id"))
+        job = dict(self._job(parameters.get("job_id")))  # a copy: the job's thread updates it
         return {k: v for k, v in job.items() if k != "config"} | {"config": job["config"]}
 
     @requests(on="/finetune/cancel")
@@ -150,8 +157,14 @@ class Finetuner(MeshsearchExecutor):
         return points, labels, eval_data
 
     def _run(self, job: dict[str, Any], stop: threading.Event) -> None:
+        saved = time.monotonic()
+
         def on_progress(progress: dict[str, Any]) -> None:
+            nonlocal saved
             job.update(progress=progress, state="running")
+            if time.monotonic() - saved >= PROGRESS_SAVE_S:  # job.json shows progress after a crash
+                saved = time.monotonic()
+                self._save(job)
 
         try:
             job["state"] = "running"
@@ -171,9 +184,19 @@ class Finetuner(MeshsearchExecutor):
 
 
 def _ints(config: dict[str, Any]) -> dict[str, Any]:
-    """Undo protobuf's ints-as-floats for whole numbers (epochs, batch_size, ...)."""
-    return {k: int(v) if isinstance(v, float) and v.is_integer() and k not in _FLOAT_FIELDS else v
-            for k, v in config.items()}
+    """Undo protobuf's ints-as-floats for whole numbers (epochs, batch_size, ...), also inside
+    ``model_config`` and ``objective_kwargs`` (hidden_dim...) and lists (milestones)."""
+    return {k: v if k in _FLOAT_FIELDS else _int(v) for k, v in config.items()}
+
+
+def _int(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return _ints(value)
+    if isinstance(value, list):
+        return [_int(v) for v in value]
+    return value
 
 
 _FLOAT_FIELDS = {"lr", "weight_decay", "gamma", "margin", "jitter", "jitter_clip", "grad_clip",

@@ -7,12 +7,18 @@ import numpy as np
 from docarray import DocList
 from jina import requests
 
-from executors.common import MeshsearchExecutor, fail, int_param, pending
+from executors.common import (  # MAX_LIMIT: also imported from here by the merger
+    MAX_LIMIT,
+    MeshsearchExecutor,
+    bool_param,
+    fail,
+    int_param,
+    pending,
+    str_param,
+)
 from meshsearch.docs import Match, ShapeDoc
 from meshsearch.index import HnswParams, ShapeIndex
 from meshsearch.metrics import ranked_relevance
-
-MAX_LIMIT = 10_000
 
 
 class ShapeIndexer(MeshsearchExecutor):
@@ -47,6 +53,8 @@ class ShapeIndexer(MeshsearchExecutor):
             vector = None if doc.embedding is None else np.asarray(doc.embedding)
             if vector is None:
                 fail(doc, f"document {doc.id}: no embedding")
+            elif not np.issubdtype(vector.dtype, np.number) or np.iscomplexobj(vector):
+                fail(doc, f"document {doc.id}: embedding must be real numbers, got {vector.dtype}")
             elif vector.shape != (self.index.dim,):
                 fail(doc, f"document {doc.id}: embedding must have shape ({self.index.dim},), "
                           f"got {vector.shape}")
@@ -70,8 +78,8 @@ class ShapeIndexer(MeshsearchExecutor):
     @requests(on="/search")
     async def search(self, docs: DocList[ShapeDoc], parameters: dict, **kwargs) -> DocList[ShapeDoc]:
         limit = int_param(parameters, "limit", self.default_limit, 1, MAX_LIMIT)
-        label = parameters.get("label")
-        exact = bool(parameters.get("exact", self.exact))
+        label = str_param(parameters, "label")
+        exact = bool_param(parameters, "exact", self.exact)
         ready = self._with_embeddings(docs)
         if ready:
             hits = self.index.search(np.stack([d.embedding for d in ready]), limit,

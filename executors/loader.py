@@ -1,5 +1,7 @@
 """MeshLoader: a mesh or point-cloud file named by ``uri`` becomes ``points`` (N, 3) float32."""
 
+import os
+import re
 from pathlib import Path
 from typing import Optional
 
@@ -11,12 +13,40 @@ from meshsearch.dataset import load_many
 from meshsearch.docs import ShapeDoc
 from meshsearch.io import LoadLimits, MeshLoadError, resolve_uri
 
+MAX_BYTES = 128 * 2**20  # a mesh file this large is a mistake or an attack, not a shape
+_UNSET_ENV = re.compile(r"\$\{?\w+\}?")  # what jina leaves of ${{ ENV.NAME }} when NAME is unset
+
+
+def parse_roots(roots: Optional[list[str] | str]) -> Optional[list[str]]:
+    """Data roots as resolved folder names; text is split on ``os.pathsep``. None: no restriction."""
+    if isinstance(roots, str):
+        if _UNSET_ENV.fullmatch(roots.strip()):
+            raise ValueError(f"data_roots is {roots!r}: set that environment variable "
+                             "(folders separated by os.pathsep), or to an empty value for no limit")
+        roots = [r for r in roots.split(os.pathsep) if r.strip()]
+    return [str(Path(r).resolve()) for r in roots] if roots else None
+
+
+def parse_flag(value: bool | str, name: str) -> bool:
+    """A true/false option that may come as text from an environment variable."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("", "0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name} must be true or false, got {value!r}")
+
 
 class MeshLoader(MeshsearchExecutor):
     """Loads, samples and normalises shapes; a bad file fails its document, never the request.
 
     Documents that already carry points are only checked. Files are read only under ``data_roots``
-    (None: anywhere) and remote URLs only with ``allow_remote``.
+    (None or empty: anywhere) and remote URLs only with ``allow_remote``. Both may come as text, so
+    that a Flow YAML can take them from the environment: ``data_roots`` as folders separated by
+    ``os.pathsep`` (``${{ ENV.MESHSEARCH_DATA_ROOTS }}``), ``allow_remote`` as true/false/1/0.
+    Files over ``max_bytes`` (default 128 MiB) are refused before they are read.
     """
 
     def __init__(
@@ -25,9 +55,9 @@ class MeshLoader(MeshsearchExecutor):
         seed: int = 0,
         method: str = "uniform",
         workers: int = 1,
-        data_roots: Optional[list[str]] = None,
-        allow_remote: bool = False,
-        max_bytes: int = LoadLimits.max_bytes,
+        data_roots: Optional[list[str] | str] = None,
+        allow_remote: bool | str = False,
+        max_bytes: int = MAX_BYTES,
         max_vertices: int = LoadLimits.max_vertices,
         max_faces: int = LoadLimits.max_faces,
         **kwargs,
@@ -37,8 +67,8 @@ class MeshLoader(MeshsearchExecutor):
         self.seed = seed
         self.method = method
         self.workers = workers
-        self.data_roots = [str(Path(r).resolve()) for r in data_roots] if data_roots else None
-        self.allow_remote = allow_remote
+        self.data_roots = parse_roots(data_roots)
+        self.allow_remote = parse_flag(allow_remote, "allow_remote")
         self.limits = LoadLimits(max_bytes=max_bytes, max_vertices=max_vertices, max_faces=max_faces)
 
     @requests(on=["/index", "/search", "/evaluate", "/encode", "/load", "/finetune/data"])

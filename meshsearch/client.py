@@ -44,6 +44,7 @@ def local_flow(
     os.environ["MESHSEARCH_PORT"] = str(port)
     os.environ["MESHSEARCH_WORKSPACE"] = str(Path(workspace).resolve())
     os.environ.setdefault("MESHSEARCH_HOST", "127.0.0.1")  # the gateway is private by default
+    os.environ.setdefault("MESHSEARCH_DATA_ROOTS", "")  # os.pathsep-separated; empty: anywhere
     with Flow.load_config(str(flow)):
         yield f"grpc://127.0.0.1:{port}"
 
@@ -175,7 +176,7 @@ class MeshsearchClient:
                 loss = info.get("loss")
                 bar.set_postfix(epoch=info.get("epoch"), loss=f"{loss:.4f}" if loss else None)
                 bar.refresh()
-                if status["state"] not in ("queued", "running"):
+                if status["state"] not in ("queued", "running", "resumed"):
                     return status
                 time.sleep(poll_s)
         finally:

@@ -271,10 +271,21 @@ def write_doclist(docs: DocList[ShapeDoc] | Sequence[ShapeDoc], path: str | os.P
 
 
 def read_doclist(path: str | os.PathLike) -> DocList[ShapeDoc]:
-    """Read a file written by :func:`write_doclist`."""
+    """Read a file written by :func:`write_doclist` (protobuf; nothing is unpickled).
+
+    docarray's framing is a version byte, an 8-byte document count, then length-prefixed
+    documents; a count that the file cannot hold is refused before decoding, since docarray
+    would otherwise loop over it.
+    """
     from meshsearch.docs import DocList, ShapeDoc
 
-    return DocList[ShapeDoc].from_bytes(Path(path).read_bytes(), protocol="protobuf", compress=None)
+    data = Path(path).read_bytes()
+    if len(data) >= 9 and data[0] == 2:
+        declared = int.from_bytes(data[1:9], "big")
+        if declared > (len(data) - 9) // 4:
+            raise ValueError(f"{path}: declares {declared:,} documents, more than its "
+                             f"{len(data):,} bytes can hold")
+    return DocList[ShapeDoc].from_bytes(data, protocol="protobuf", compress=None)
 
 
 def prepare(

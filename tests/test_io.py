@@ -1,11 +1,8 @@
 """Reading meshes and point clouds: valid variants, a corpus of broken files, limits and URIs."""
 
-import functools
-import http.server
 import os
 import pickle
 import re
-import threading
 import time
 import tracemalloc
 from pathlib import Path
@@ -13,6 +10,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import trimesh
+from corpus import (
+    BROKEN,
+    CUBE_F,
+    CUBE_OFF,
+    CUBE_QUADS,
+    CUBE_V,
+    npy,
+    serve_http,
+    write_corpus,
+    write_file,
+)
 
 from meshsearch.io import (
     LoadLimits,
@@ -29,145 +37,11 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 MODELNET10 = DATA / "modelnet10-mini" / "ModelNet10"
 MODELNET40 = DATA / "modelnet40-pc-1024"
 
-CUBE_V = "\n".join(f"{x} {y} {z}" for x in (0, 1) for y in (0, 1) for z in (0, 1))
-CUBE_QUADS = ["0 1 3 2", "4 6 7 5", "0 4 5 1", "2 3 7 6", "0 2 6 4", "1 5 7 3"]
-CUBE_F = "\n".join(
-    f"3 {a} {b} {c}\n3 {a} {c} {d}" for a, b, c, d in (q.split() for q in CUBE_QUADS)
-)
-CUBE_OFF = f"OFF\n8 12 0\n{CUBE_V}\n{CUBE_F}\n"
-TRIANGLE = "OFF\n3 1 0\n0.000000 0.000000 0.000000\n1.000000 0.000000 0.000000\n0.000000 1.000000 0.000000\n"
-
-
-def _write(path: Path, content) -> Path:
-    if isinstance(content, str):
-        path.write_text(content, newline="")
-    elif isinstance(content, bytes):
-        path.write_bytes(content)
-    else:
-        content(path)
-    return path
-
-
-def _npy(array, **kwargs):
-    return lambda path: np.save(path, array, **kwargs)
-
-
-def _raw_npy_header(shape, dtype="<f4"):
-    def write(path):
-        with open(path, "wb") as fh:
-            np.lib.format.write_array_header_1_0(
-                fh, {"descr": dtype, "fortran_order": False, "shape": shape}
-            )
-            fh.write(b"\0" * 48)
-
-    return write
-
-
-def _truncated_npy(path):
-    np.save(path, np.random.default_rng(0).random((100, 3)))
-    path.write_bytes(path.read_bytes()[:-200])
-
-
-def _truncated_binary_stl(path):
-    trimesh.creation.box().export(path, file_type="stl")
-    path.write_bytes(path.read_bytes()[:-30])
-
-
-def _ply_truncated(path):
-    trimesh.creation.icosphere(2).export(path, file_type="ply")
-    path.write_bytes(path.read_bytes()[:-500])
-
-
-def _folder(path):
-    path.mkdir()
-
-
-_GARBAGE = np.random.default_rng(42).integers(0, 256, 4096, dtype=np.uint8).tobytes()
-
-# (file name, content, expected reason) -- each must give exactly one MeshLoadError
-BROKEN = [
-    ("empty.off", b"", "empty file"),
-    ("truncated_header.off", "OFF\n", "lacks the vertex and face counts"),
-    (
-        "truncated_vertices.off",
-        "OFF\n4 1 0\n0.000000 0.000000 0.000000\n1.000000 0.000000 0.000000\n3 0 1 2\n",
-        "truncated",
-    ),
-    ("truncated_short.off", "OFF\n4 1 0\n0 0 0\n", "truncated"),
-    ("truncated_faces.off", CUBE_OFF.replace("8 12 0", "8 15 0"), "truncated.*15 faces"),
-    (
-        "nan.off",
-        TRIANGLE.replace("1.000000 0.000000 0.000000", "nan 0 0") + "3 0 1 2\n",
-        "non-finite",
-    ),
-    (
-        "inf.off",
-        TRIANGLE.replace("1.000000 0.000000 0.000000", "1 inf 0") + "3 0 1 2\n",
-        "non-finite",
-    ),
-    ("index_out_of_range.off", TRIANGLE + "3 0 1 9\n", "face index 9 out of range"),
-    ("negative_index.off", TRIANGLE + "3 0 1 -1\n", "face index -1 out of range"),
-    ("no_faces.off", "OFF\n3 0 0\n0 0 0\n1 0 0\n0 1 0\n", "no faces"),
-    ("no_vertices.off", "OFF\n0 0 0\n", "no vertices"),
-    ("zero_area.off", "OFF\n3 1 0\n0 0 0\n1 1 1\n2 2 2\n3 0 1 2\n", "zero total surface area"),
-    ("two_vertex_face.off", TRIANGLE + "2 0 1\n", "needs at least 3"),
-    ("bad_face_count.off", TRIANGLE + "x 0 1 2\n", "invalid vertex count"),
-    (
-        "bad_number.off",
-        TRIANGLE.replace("1.000000 0.000000", "1.0.0 zz") + "3 0 1 2\n",
-        "invalid number",
-    ),
-    ("not_off.off", "PLY\n3 1 0\n", "not an OFF file"),
-    ("binary_off.off", "OFF BINARY\n3 1 0\n", "binary OFF"),
-    ("garbage.off", _GARBAGE, "binary data|not UTF-8|not an OFF"),
-    ("non_utf8.off", TRIANGLE.encode() + b"3 0 1 2 \xff\xfe\n", "not UTF-8"),
-    ("huge_counts.off", "OFF\n999999999 999999999 0\n", "over the limit"),
-    ("unsupported.foo", "hello", "unsupported extension '.foo'"),
-    ("no_extension", "OFF\n", "unsupported extension"),
-    ("missing.off", None, "file not found"),
-    ("folder.off", _folder, "is a folder"),
-    ("pickled.npy", pickle.dumps([[0.0, 0.0, 0.0]] * 5), "not a valid .npy"),
-    (
-        "object.npy",
-        _npy(np.array([{"a": 1}, None], dtype=object), allow_pickle=True),
-        "Python objects",
-    ),
-    ("one_d.npy", _npy(np.arange(30, dtype=np.float32)), "expected an \\(N, 3\\)"),
-    ("two_cols.npy", _npy(np.zeros((10, 2), np.float32)), "expected an \\(N, 3\\)"),
-    ("int.npy", _npy(np.arange(30).reshape(10, 3)), "not floating point"),
-    ("nan.npy", _npy(np.full((10, 3), np.nan)), "non-finite"),
-    ("identical.npy", _npy(np.ones((10, 3), np.float32)), "all points are identical"),
-    ("huge.npy", _raw_npy_header((50_000_000, 3)), "over the limit"),
-    ("truncated.npy", _truncated_npy, "truncated or corrupt"),
-    ("empty.xyz", "# only a comment\n\n  \n", "no points"),
-    ("identical.xyz", "1 2 3\n1 2 3\n1 2 3\n", "all points are identical"),
-    ("two_cols.xyz", "1 2\n3 4\n", "at least 3 columns"),
-    ("ragged.xyz", "1 2 3\n4 5\n6 7 8\n", "malformed point rows"),
-    ("words.txt", "x y z\na b c\n", "malformed point rows"),
-    ("inf.xyz", "1 2 3\n4 inf 6\n", "non-finite"),
-    ("truncated.pts", "5\n0 0 0\n1 1 1\n", "truncated"),
-    ("binary.xyz", _GARBAGE, "binary data|not UTF-8"),
-    ("truncated_binary.stl", _truncated_binary_stl, "truncated binary STL"),
-    ("garbage.stl", b"\x01" * 40, "neither ASCII nor binary STL"),
-    ("garbage.ply", _GARBAGE, "not a PLY file"),
-    ("truncated.ply", _ply_truncated, "truncated|unreadable PLY"),
-    (
-        "huge.ply",
-        "ply\nformat ascii 1.0\nelement vertex 99999999\nproperty float x\nend_header\n",
-        "over the limit",
-    ),
-    ("no_faces.obj", "v 0 0 0\nv 1 0 0\nv 0 1 0\n", "no faces"),
-    ("garbage.glb", _GARBAGE, "unreadable GLB"),
-]
 
 
 @pytest.fixture(scope="module")
 def broken_dir(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("broken")
-    for name, content, _ in BROKEN:
-        if content is not None:
-            _write(folder / name, content)
-    return folder
+    return write_corpus(tmp_path_factory.mktemp("broken"))
 
 
 def test_corpus_is_big_enough():
@@ -189,14 +63,14 @@ def test_broken_file_gives_one_clear_error(broken_dir, name, reason):
 
 
 def test_byte_limit_is_checked_before_reading(tmp_path):
-    path = _write(tmp_path / "big.off", CUBE_OFF * 20)
+    path = write_file(tmp_path / "big.off", CUBE_OFF * 20)
     with pytest.raises(MeshLoadError, match=r"over the 1\.0 KiB limit"):
         load_points(path, 64, limits=LoadLimits(max_bytes=1024))
     assert load_points(path, 64).shape == (64, 3)  # a trailing copy of the cube is just ignored
 
 
 def test_huge_declared_counts_fail_fast_without_allocating(tmp_path):
-    path = _write(tmp_path / "huge.off", "OFF\n999999999 999999999 0\n0 0 0\n")
+    path = write_file(tmp_path / "huge.off", "OFF\n999999999 999999999 0\n0 0 0\n")
     roomy = LoadLimits(max_vertices=10**10, max_faces=10**10)
     tracemalloc.start()
     start = time.perf_counter()
@@ -210,7 +84,7 @@ def test_huge_declared_counts_fail_fast_without_allocating(tmp_path):
 
 
 def test_point_limit_on_text_clouds(tmp_path):
-    path = _write(tmp_path / "many.xyz", "0 0 0\n1 2 3\n" * 50)
+    path = write_file(tmp_path / "many.xyz", "0 0 0\n1 2 3\n" * 50)
     with pytest.raises(MeshLoadError, match="100 points, over the limit of 10"):
         load_geometry(path, LoadLimits(max_points=10))
 
@@ -281,8 +155,8 @@ VALID = [
     ("box_ascii.ply", _export(_BOX, "ply", encoding="ascii"), (8, 12)),
     ("cloud.ply", _export(trimesh.PointCloud(_CLOUD), "ply"), (300, None)),
     ("two_meshes.glb", _two_mesh_glb, (8 + 42, 12 + 80)),
-    ("cloud.npy", _npy(_CLOUD.astype(np.float32)), (300, None)),
-    ("cloud_normals.npy", _npy(np.hstack([_CLOUD, _CLOUD])), (300, None)),
+    ("cloud.npy", npy(_CLOUD.astype(np.float32)), (300, None)),
+    ("cloud_normals.npy", npy(np.hstack([_CLOUD, _CLOUD])), (300, None)),
     ("cloud.xyz", _CLOUD_TEXT, (300, None)),
     ("cloud_normals_commas.txt", _CLOUD_NORMALS, (300, None)),
     ("cloud_header.txt", "x,y,z\n" + _CLOUD_TEXT.replace(" ", ","), (300, None)),
@@ -296,7 +170,7 @@ VALID = [
 def valid_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("valid")
     for name, content, _ in VALID:
-        _write(folder / name, content)
+        write_file(folder / name, content)
     return folder
 
 
@@ -410,8 +284,8 @@ def test_real_modelnet40_clouds_load():
 def roots(tmp_path):
     data = tmp_path / "data"
     (data / "chair").mkdir(parents=True)
-    _write(data / "chair" / "a.off", CUBE_OFF)
-    outside = _write(tmp_path / "secret.off", CUBE_OFF)
+    write_file(data / "chair" / "a.off", CUBE_OFF)
+    outside = write_file(tmp_path / "secret.off", CUBE_OFF)
     os.symlink(outside, data / "chair" / "link.off")
     return data, outside
 
@@ -453,16 +327,10 @@ def test_resolve_uri_without_roots_and_bad_schemes(roots):
 def http_root(tmp_path):
     served = tmp_path / "served"
     served.mkdir()
-    _write(served / "cube.off", CUBE_OFF)
-    _write(served / "big.off", CUBE_OFF * 50)
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
-    handler.log_message = lambda *args: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    write_file(served / "cube.off", CUBE_OFF)
+    write_file(served / "big.off", CUBE_OFF * 50)
+    with serve_http(served) as url:
+        yield url
 
 
 def test_resolve_uri_downloads_when_allowed(http_root):

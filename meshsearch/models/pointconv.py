@@ -1,0 +1,229 @@
+"""PointConv encoder + embedding head, compatible with the executor-3d-encoder checkpoints.
+
+The computation follows the legacy model operation by operation (see ``docs/models.md``), but runs
+batched and channels-last: FPS vectorised over the batch, kNN by one matmul + ``topk``, pointwise
+"1x1 convs" as ``Linear`` on ``[..., C]`` tensors with BatchNorm folded in at eval, the first
+feature unit evaluated once per point before grouping, the density scale folded into the
+WeightNet output, and the neighbour aggregation as one batched matmul.
+
+Parameter names equal the legacy ones (``_point_encoder.sa{1,2,3}.*``, ``_projector.model.*``);
+legacy 1x1 conv kernels ``[out, in, 1, 1]`` are stored here as ``[out, in]``
+(see :func:`convert_legacy_state_dict`).
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from itertools import pairwise
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from .ops import (
+    Projector,
+    UnitStack,
+    chunked,
+    farthest_point_sample,
+    fold_bn,
+    frozen_bn_stats,
+    gather_points,
+    inverse_density,
+    knn,
+    linear_bn_act,
+)
+
+
+@dataclass
+class PointConvConfig:
+    """PointConv hyper-parameters; the defaults are the legacy architecture (1024-d feature).
+
+    ``legacy=True`` reproduces the legacy checkpoints' quirks exactly (set automatically when such a
+    checkpoint is loaded). Execution only (no effect on results): ``chunk_size`` clouds are encoded
+    at a time at inference (0 = whole batch), the per-neighbour work runs in blocks of about
+    ``block_positions`` (centroid, neighbour) pairs, and ``recompute`` makes training keep no
+    per-neighbour activations (recomputed in backward: about half the memory, ~1/4 more compute).
+    """
+
+    embed_dim: int = 512
+    hidden_dim: int = 1024
+    dropout: float = 0.1
+    legacy: bool = False
+    projector_dim: int = 4096
+    num_centroids: list[int] = field(default_factory=lambda: [512, 128])
+    num_neighbors: list[int] = field(default_factory=lambda: [32, 64])
+    bandwidths: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.4])
+    chunk_size: int = 16
+    block_positions: int = 4096
+    recompute: bool = True
+
+
+class DensitySetAbstraction(nn.Module):
+    """One PointConv level: sample, group, weight neighbours by WeightNet x density, aggregate.
+
+    ``num_centroids=None`` is the group-all variant: one group of all points, centred on their mean.
+    """
+
+    def __init__(self, num_centroids: int | None, num_neighbors: int | None, in_channels: int,
+                 mlp: list[int], bandwidth: float, legacy: bool = False,
+                 block_positions: int = 4096, recompute: bool = True) -> None:
+        super().__init__()
+        self.num_centroids, self.num_neighbors = num_centroids, num_neighbors
+        self.bandwidth, self.legacy = bandwidth, legacy
+        self.block_positions, self.recompute = block_positions, recompute
+        channels = [in_channels + 3, *mlp]
+        self.mlp_convs = nn.ModuleList(nn.Linear(i, o) for i, o in pairwise(channels))
+        self.mlp_bns = nn.ModuleList(nn.BatchNorm1d(o) for o in mlp)
+        self.weightnet = UnitStack([3, 8, 8, 16])
+        # legacy: the intended final sigmoid is dead code, the last unit ends in ReLU
+        self.densitynet = UnitStack([1, 16, 8, 1], last_act="relu" if legacy else "sigmoid")
+        self.linear = nn.Linear(16 * mlp[-1], mlp[-1])
+        self.bn_linear = nn.BatchNorm1d(mlp[-1])
+
+    def _aggregate(self, h: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """Weighted sum over neighbours, flatten, Linear-BN-ReLU: ``[R, K, C]``, ``[R, K, 16]`` -> ``[R, C]``."""
+        agg = torch.bmm(h.transpose(1, 2), weights)  # [R, C, 16]
+        agg = agg.flatten(1)  # [R, 16 C], channel-major: index c * 16 + m
+        return linear_bn_act(agg, self.linear, self.bn_linear)  # [R, C]
+
+    def _block_features(self, per_point: torch.Tensor, per_centroid: torch.Tensor,
+                        neighbors: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """Eval: output features ``[R, C]`` of a block of ``R`` groups.
+
+        ``per_point [B N, C0]`` and ``per_centroid [R, C0]`` are the first unit's (BN-folded)
+        pre-activations, ``neighbors [R, K]`` flat row indices into ``per_point``.
+        """
+        h = (per_point[neighbors] - per_centroid.unsqueeze(1)).relu_()  # [R, K, C0]
+        for linear, bn in zip(self.mlp_convs[1:], self.mlp_bns[1:], strict=True):
+            h = linear_bn_act(h, linear, bn)  # [R, K, C]
+        return self._aggregate(h, weights)
+
+    def _weights(self, rel: torch.Tensor, density_scale: torch.Tensor) -> torch.Tensor:
+        """WeightNet(rel) x DensityNet(scale): ``[R, K, 3]``, ``[R, K, 1]`` -> ``[R, K, 16]``.
+
+        The density scale multiplies every feature channel of a neighbour; applying it to the 16
+        weights instead gives the same sum with far fewer multiplications.
+        """
+        return self.weightnet(rel) * self.densitynet(density_scale)
+
+    def _train_features(self, grouped: torch.Tensor, density_scale: torch.Tensor) -> torch.Tensor:
+        """Training: output features ``[R, C]`` from ``grouped [R, K, 3 + D]`` (BN over all R K)."""
+        h = grouped
+        for linear, bn in zip(self.mlp_convs, self.mlp_bns, strict=True):
+            h = linear_bn_act(h, linear, bn)  # [R, K, C]
+        return self._aggregate(h, self._weights(grouped[..., :3], density_scale))
+
+    def forward(self, xyz: torch.Tensor,
+                features: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``xyz [B, N, 3]``, ``features [B, N, D]`` or None -> centroids ``[B, S, 3]``, ``[B, S, C]``."""
+        B, N, _ = xyz.shape
+        with torch.no_grad():  # geometry: sampling, grouping, density; no gradient
+            inv_density = inverse_density(xyz, self.bandwidth, self.legacy)  # [B, N]
+            if self.num_centroids is None:  # group all: one group, centred on the mean point
+                centroids = xyz.mean(1, keepdim=True)  # [B, 1, 3]
+                neighbors = torch.arange(N, device=xyz.device).expand(B, 1, N)  # [B, 1, N]
+            else:
+                centroids = gather_points(xyz, farthest_point_sample(xyz, self.num_centroids))
+                neighbors = knn(centroids, xyz, self.num_neighbors)  # [B, S, K]
+            S, K = neighbors.shape[1:]
+            rel = gather_points(xyz, neighbors) - centroids.unsqueeze(2)  # [B, S, K, 3]
+            inv_density = gather_points(inv_density.unsqueeze(-1), neighbors)  # [B, S, K, 1]
+            density_scale = inv_density / inv_density.amax(2, keepdim=True)  # in (0, 1]
+
+        rel, density_scale = rel.reshape(B * S, K, 3), density_scale.reshape(B * S, K, 1)
+        if self.training:  # BatchNorm statistics need every (centroid, neighbour) at once
+            grouped = rel if features is None else torch.cat(
+                [rel, gather_points(features, neighbors).reshape(B * S, K, -1)], dim=-1)
+            if self.recompute and torch.is_grad_enabled():  # keep no activations, redo in backward
+                out = checkpoint(self._train_features, grouped, density_scale, use_reentrant=False,
+                                 context_fn=lambda: (nullcontext(), frozen_bn_stats(self)))
+            else:
+                out = self._train_features(grouped, density_scale)
+            return centroids, out.reshape(B, S, -1)
+
+        weights = self._weights(rel, density_scale)  # [B S, K, 16]
+
+        # eval: the first unit is linear before its ReLU, so it commutes with grouping:
+        # W [xyz_q - ctr, F_q] + b = (W [xyz_q, F_q] + b) - W_xyz ctr, evaluated per point once
+        w, b = fold_bn(self.mlp_convs[0].weight, self.mlp_convs[0].bias, self.mlp_bns[0])
+        points = xyz if features is None else torch.cat([xyz, features], dim=-1)  # [B, N, 3 + D]
+        per_point = F.linear(points, w, b).reshape(B * N, -1)  # [B N, C0]
+        per_centroid = F.linear(centroids, w[:, :3]).reshape(B * S, -1)  # [B S, C0]
+        offsets = torch.arange(B, device=xyz.device).view(B, 1, 1) * N
+        neighbors = (neighbors + offsets).reshape(B * S, K)  # rows of per_point
+        block = max(1, self.block_positions // K)  # cache-sized blocks of groups
+        out = torch.cat([
+            self._block_features(per_point, *parts)
+            for parts in zip(per_centroid.split(block), neighbors.split(block),
+                             weights.split(block), strict=True)
+        ])  # [B S, C]
+        return centroids, out.reshape(B, S, -1)
+
+
+class PointConvEncoder(nn.Module):
+    """Three density set-abstraction levels -> global feature ``[B, hidden_dim]``."""
+
+    def __init__(self, config: PointConvConfig) -> None:
+        super().__init__()
+        (s1, s2), (k1, k2), (h1, h2, h3) = (
+            config.num_centroids, config.num_neighbors, config.bandwidths)
+        opts = dict(legacy=config.legacy, block_positions=config.block_positions,
+                    recompute=config.recompute)
+        self.sa1 = DensitySetAbstraction(s1, k1, 0, [64, 64, 128], h1, **opts)
+        self.sa2 = DensitySetAbstraction(s2, k2, 128, [128, 128, 256], h2, **opts)
+        self.sa3 = DensitySetAbstraction(None, None, 256, [256, 512, config.hidden_dim], h3, **opts)
+
+    def forward(self, xyz: torch.Tensor) -> torch.Tensor:
+        xyz1, f1 = self.sa1(xyz, None)  # [B, 512, 3], [B, 512, 128]
+        xyz2, f2 = self.sa2(xyz1, f1)  # [B, 128, 3], [B, 128, 256]
+        _, f3 = self.sa3(xyz2, f2)  # [B, 1, hidden]
+        return f3.squeeze(1)  # [B, hidden]
+
+
+class PointConv(nn.Module):
+    """PointConv encoder + projector: ``(B, N, 3)`` float32 points -> ``(B, embed_dim)``."""
+
+    backbone = "pointconv"
+
+    def __init__(self, config: PointConvConfig | None = None) -> None:
+        super().__init__()
+        self.config = config = config or PointConvConfig()
+        self.embed_dim = config.embed_dim
+        self._point_encoder = PointConvEncoder(config)
+        self.dropout = nn.Dropout(config.dropout)
+        self._projector = Projector(config.hidden_dim, config.projector_dim, config.embed_dim)
+
+    def features(self, points: torch.Tensor) -> torch.Tensor:
+        """Encoder feature before the projector: ``(B, N, 3)`` -> ``(B, hidden_dim)``, >= 0."""
+        if self.training:
+            return self._point_encoder(points)
+        return chunked(self._point_encoder, points, self.config.chunk_size)
+
+    def forward(self, points: torch.Tensor) -> torch.Tensor:
+        """Embeddings ``(B, embed_dim)`` (raw projector output, not normalised)."""
+        return self._projector(self.dropout(self.features(points)))
+
+
+def convert_legacy_state_dict(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], bool]:
+    """Map a legacy executor-3d-encoder state_dict onto :class:`PointConv` names and shapes.
+
+    Accepts the full model (``_point_encoder.*`` + ``_projector.*``) or the encoder-only layout
+    (``sa1.*`` ...; gets the ``_point_encoder.`` prefix). 1x1 conv kernels ``[out, in, 1, 1]``
+    become ``[out, in]``. Returns ``(state_dict, has_projector)``.
+    """
+    out = {}
+    for key, value in state.items():
+        if key.startswith("sa"):
+            key = "_point_encoder." + key
+        if value.dim() == 4:
+            value = value.flatten(1)
+        out[key] = value
+    return out, any(k.startswith("_projector.") for k in out)
+
+
+def is_legacy_pointconv(state: dict[str, torch.Tensor]) -> bool:
+    """Whether ``state`` has the legacy PointConv layout (full or encoder-only)."""
+    key = "sa1.mlp_convs.0.weight"
+    return any(k in state and state[k].dim() == 4 for k in (key, "_point_encoder." + key))

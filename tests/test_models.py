@@ -1,0 +1,94 @@
+"""Encoder registry, builders, checkpoint handling and the PointNet backbone."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from meshsearch.models import (
+    BACKBONES,
+    PointConvConfig,
+    PointNetConfig,
+    build_encoder,
+    encoder_info,
+    load_encoder,
+    save_checkpoint,
+)
+from meshsearch.models.ops import _LinearBNAct, linear_bn_act
+
+
+def test_registry_names():
+    assert set(BACKBONES) == {"pointconv", "pointnet"}
+    assert BACKBONES["pointconv"][0] is PointConvConfig
+    assert BACKBONES["pointnet"][0] is PointNetConfig
+    with pytest.raises(ValueError, match="unknown backbone"):
+        build_encoder("nope")
+
+
+@pytest.mark.parametrize("embed_dim", [128, 512])
+def test_pointnet_shapes_and_round_trip(tmp_path, embed_dim):
+    torch.manual_seed(0)
+    model = build_encoder("pointnet", embed_dim=embed_dim).eval()
+    x = torch.rand(3, 700, 3)
+    with torch.inference_mode():
+        out = model(x)
+        assert out.shape == (3, embed_dim) and model.features(x).shape == (3, 1024)
+    info = encoder_info(model)
+    assert info["backbone"] == "pointnet" and info["embed_dim"] == embed_dim
+    assert info["parameters"] == sum(p.numel() for p in model.parameters())
+    save_checkpoint(model, tmp_path / "pn.pt")
+    loaded = load_encoder(tmp_path / "pn.pt")
+    assert not loaded.training and loaded.embed_dim == embed_dim
+    with torch.inference_mode():
+        assert torch.equal(loaded(x), out)
+
+
+def test_pointconv_parameter_count_matches_legacy():
+    model = build_encoder("pointconv", embed_dim=512)
+    assert encoder_info(model)["parameters"] == 25_201_681
+    assert model.embed_dim == 512 and model.config.hidden_dim == 1024
+
+
+def test_load_encoder_without_path_and_overrides():
+    model = load_encoder(None, embed_dim=256, backbone="pointnet", hidden_dim=256)
+    assert not model.training and model.embed_dim == 256 and model.config.hidden_dim == 256
+
+
+def test_unrecognised_checkpoint(tmp_path):
+    torch.save({"foo.weight": torch.zeros(2)}, tmp_path / "x.pt")
+    with pytest.raises(ValueError, match="unrecognised"):
+        load_encoder(tmp_path / "x.pt")
+
+
+@pytest.mark.parametrize("act", ["relu", "sigmoid"])
+def test_memory_lean_unit_matches_autograd(act):
+    """The training unit (recomputing backward, blocked rows) equals Linear -> BN -> act."""
+    torch.manual_seed(0)
+    linear, bn = nn.Linear(6, 1024).double(), nn.BatchNorm1d(1024).double()
+    ref_bn = nn.BatchNorm1d(1024).double()
+    x = torch.randn(3000, 6, dtype=torch.double, requires_grad=True)  # 3 row blocks in backward
+    grad = torch.randn(3000, 1024, dtype=torch.double)
+    out = linear_bn_act(x, linear, bn, act)
+    out.backward(grad)
+    got = [x.grad, linear.weight.grad, linear.bias.grad, bn.weight.grad, bn.bias.grad]
+    for t in (x, linear.weight, linear.bias):
+        t.grad = None
+    z = ref_bn(linear(x))
+    ref = torch.relu(z) if act == "relu" else torch.sigmoid(z)
+    ref.backward(grad)
+    want = [x.grad, linear.weight.grad, linear.bias.grad, ref_bn.weight.grad, ref_bn.bias.grad]
+    assert torch.allclose(out, ref)
+    for g, w in zip(got, want, strict=True):
+        assert torch.allclose(g, w, atol=1e-8)
+    assert torch.allclose(bn.running_mean, ref_bn.running_mean)
+    assert torch.allclose(bn.running_var, ref_bn.running_var)
+    assert bn.num_batches_tracked.item() == 1
+
+
+def test_memory_lean_unit_gradcheck():
+    torch.manual_seed(0)
+    bn = nn.BatchNorm1d(3).double()
+    args = [torch.randn(*s, dtype=torch.double, requires_grad=True)
+            for s in ((40, 4), (3, 4), (3,), (3,), (3,))]
+    assert torch.autograd.gradcheck(lambda *a: _LinearBNAct.apply(*a, bn, "relu"), args)
