@@ -84,6 +84,7 @@ class TrainConfig:
     embed_dim: int = 512
     model_config: dict[str, Any] = field(default_factory=dict)
     checkpoint: str | None = None  # initial weights (None: random initialisation)
+    freeze: tuple[str, ...] = ()  # parameter-name prefixes kept fixed, e.g. "_point_encoder.sa1"
     # objective (meshsearch.mining)
     objective: str = "triplet"
     distance: str = "cosine"
@@ -122,6 +123,7 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["milestones"] = list(self.milestones)
+        d["freeze"] = list(self.freeze)
         d["scale_range"] = None if self.scale_range is None else list(self.scale_range)
         return d
 
@@ -134,6 +136,8 @@ class TrainConfig:
         d = dict(d)
         if d.get("milestones") is not None:
             d["milestones"] = tuple(d["milestones"])
+        if d.get("freeze") is not None:
+            d["freeze"] = tuple(d["freeze"])
         if d.get("scale_range") is not None:
             d["scale_range"] = tuple(d["scale_range"])
         return cls(**d)
@@ -554,6 +558,9 @@ class Trainer:
             raise ValueError(
                 f"unknown optimizer {config.optimizer!r}; choose from {sorted(OPTIMIZERS)}"
             )
+        for name, param in self.model.named_parameters():
+            if config.freeze and name.startswith(tuple(config.freeze)):
+                param.requires_grad_(False)
         groups = [{"params": [p for p in self.model.parameters() if p.requires_grad]}]
         groups += self.objective.param_groups(config.lr)
         self.optimizer = OPTIMIZERS[config.optimizer](groups, config.lr, config.weight_decay)
