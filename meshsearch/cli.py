@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Optional
 
 os.environ.setdefault("JINA_OPTOUT_TELEMETRY", "1")
+os.environ.setdefault("JINA_MP_START_METHOD", "spawn")  # see meshsearch.client
 
 
 def _flow_client(args: argparse.Namespace, stack: ExitStack):

@@ -19,6 +19,12 @@ from meshsearch.dataset import ShapeRecord
 from meshsearch.docs import DocList, ShapeDoc
 from meshsearch.metrics import mean_metrics, per_class_ap
 
+# Read by jina when it is first imported. Executors start as fresh processes: forking a process
+# that already runs torch, gRPC or progress-bar threads can crash the child (segfaults were seen
+# in long test sessions).
+os.environ.setdefault("JINA_MP_START_METHOD", "spawn")
+os.environ.setdefault("JINA_OPTOUT_TELEMETRY", "1")
+
 FLOWS_DIR = Path(__file__).resolve().parents[1] / "flows"
 DEFAULT_FLOW = FLOWS_DIR / "meshsearch.yml"
 
@@ -37,7 +43,6 @@ def local_flow(
     port: Optional[int] = None,
 ) -> Iterator[str]:
     """Start a Flow on 127.0.0.1 for the duration of the block; yields its ``grpc://`` address."""
-    os.environ.setdefault("JINA_OPTOUT_TELEMETRY", "1")
     from jina import Flow
 
     port = port or free_port()
