@@ -355,6 +355,14 @@ def evaluate(
     return {name: float(v) for name, v in metrics.items()}
 
 
+def _freeze_statistics(model: nn.Module) -> None:
+    """Keep fully frozen submodules in eval mode, so their BatchNorm statistics stay fixed too."""
+    for module in model.modules():
+        params = list(module.parameters())
+        if params and not any(p.requires_grad for p in params):
+            module.eval()
+
+
 def _atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
     """``write(tmp)`` then rename over ``path``: readers see the old or the new file, never half."""
     tmp = path.with_name(path.name + ".tmp")
@@ -822,6 +830,7 @@ def fit(
     try:
         while run.epoch < config.epochs and stop is None:
             run.model.train()
+            _freeze_statistics(run.model)
             run.objective.train()
             for idx in run.sampler:
                 last_loss = run.train_step(idx)
