@@ -231,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="shapes -> Flow -> untrained vs finetuned metrics")
     p.add_argument("--data", help="a ModelNet-layout folder (default: generated shapes)")
     p.add_argument("--workdir", default="demo-run")
-    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--epochs", type=int, default=28)
     p.add_argument("--host")
     p.add_argument("--classes", type=int, default=10)
     p.add_argument("--per-class", type=int, default=24)

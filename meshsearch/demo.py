@@ -51,7 +51,7 @@ def _evaluate(client: MeshsearchClient, train: DocList, test: DocList, stage: st
 def run_demo(
     workdir: str | Path,
     data: Optional[str | Path] = None,
-    epochs: int = 8,
+    epochs: int = 28,
     host: Optional[str] = None,
     classes: int = 10,
     per_class: int = 24,
