@@ -34,10 +34,4 @@ class ShapeDoc(BaseDoc):
     metrics: Optional[Dict[str, float]] = None
 
 
-class StatusDoc(BaseDoc):
-    """A small answer of a control endpoint (counts, job states), carried as JSON text."""
-
-    body: str = "{}"
-
-
-__all__ = ["Match", "ShapeDoc", "StatusDoc", "DocList"]
+__all__ = ["Match", "ShapeDoc", "DocList"]
