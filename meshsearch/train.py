@@ -30,6 +30,7 @@ import time
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +118,7 @@ class TrainConfig:
     checkpoint_every_steps: int | None = 20
     time_budget_s: float | None = None
     device: str = "auto"
-    amp: bool = True  # bf16 autocast, CUDA only
+    amp: bool = True  # bf16 autocast in training: CUDA, or a CPU with AMX (see bf16_autocast)
     wandb: str | None = None  # WandB project name (offline mode) or None
 
     def to_dict(self) -> dict[str, Any]:
@@ -303,8 +304,22 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device(device)
 
 
-def _autocast(device: torch.device, amp: bool):
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp and device.type == "cuda")
+@cache
+def cpu_has_amx() -> bool:
+    """Whether this CPU multiplies bf16 matrices in hardware (Intel AMX): then bf16 pays on CPU."""
+    try:
+        return "amx_bf16" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
+def bf16_autocast(device: torch.device, amp: bool, training: bool = False):
+    """bf16 autocast where it is fast: CUDA, and (for training only) CPUs with AMX.
+
+    Inference on CPU stays float32, so that embeddings do not depend on the machine that made them.
+    """
+    on = amp and (device.type == "cuda" or (training and device.type == "cpu" and cpu_has_amx()))
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=on)
 
 
 def embed(
@@ -321,7 +336,7 @@ def embed(
     was_training = model.training
     model.eval()
     out = []
-    with torch.inference_mode(), _autocast(dev, amp):
+    with torch.inference_mode(), bf16_autocast(dev, amp):
         for start in range(0, len(points), batch_size):
             x = torch.as_tensor(np.asarray(points[start : start + batch_size], dtype=np.float32))
             x = _eval_subset(x.to(dev), num_points)
@@ -663,9 +678,9 @@ class Trainer:
         )
         x = x.to(self.device, non_blocking=True)
         y = self.labels[index].to(self.device, non_blocking=True)
-        with _autocast(self.device, c.amp):
+        with bf16_autocast(self.device, c.amp, training=True):
             emb = self.model(x)
-        loss = self.objective(emb, y)
+        loss = self.objective(emb.float(), y)
         if self.objective.skipped:
             self.skipped += 1
             return float(loss.detach())

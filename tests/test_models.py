@@ -92,3 +92,32 @@ def test_memory_lean_unit_gradcheck():
     args = [torch.randn(*s, dtype=torch.double, requires_grad=True)
             for s in ((40, 4), (3, 4), (3,), (3,), (3,))]
     assert torch.autograd.gradcheck(lambda *a: _LinearBNAct.apply(*a, bn, "relu"), args)
+
+
+def test_training_unit_under_bf16_autocast_is_as_close_as_torch_autocast():
+    """Under CPU autocast the unit's matmuls run in bf16: its error against float32 is no larger
+    than that of PyTorch's own autocast Linear -> BatchNorm1d -> ReLU."""
+    torch.manual_seed(0)
+    linear = nn.Linear(64, 128)
+    x = torch.rand(4096, 64)
+    grad = torch.randn(4096, 128)
+
+    def run(unit, amp):
+        bn = nn.BatchNorm1d(128)
+        xi = x.clone().requires_grad_()
+        linear.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            y = unit(xi, bn)
+        y.float().backward(grad)
+        return [y.float(), xi.grad.float(), linear.weight.grad.clone(), bn.weight.grad,
+                bn.bias.grad, bn.running_var.clone()]
+
+    def torch_unit(xi, bn):
+        return torch.relu(bn(linear(xi)))
+
+    want = run(torch_unit, False)
+    ours = run(lambda xi, bn: linear_bn_act(xi, linear, bn), True)
+    theirs = run(torch_unit, True)
+    for o, t, w in zip(ours, theirs, want, strict=True):
+        err_ours, err_torch = (o - w).norm() / w.norm(), (t - w).norm() / w.norm()
+        assert err_ours <= 1.5 * err_torch + 1e-3, (err_ours, err_torch)

@@ -130,6 +130,23 @@ def fold_bn(weight: torch.Tensor, bias: torch.Tensor | None,
     return weight * scale.unsqueeze(1), shift
 
 
+def folded_unit(linear: nn.Linear, bn: nn.BatchNorm1d) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`fold_bn` of an eval-mode unit, cached on ``bn`` while no gradient is being recorded.
+
+    Folding costs as much as a single cloud's matmuls (the aggregation Linears hold most of the
+    weights), so inference reuses the folded pair until a parameter or statistic changes (tensor
+    versions and storages are the cache key; ``load_state_dict`` and optimiser steps bump them).
+    """
+    tensors = (linear.weight, linear.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var)
+    if torch.is_grad_enabled():
+        return fold_bn(linear.weight, linear.bias, bn)
+    key = tuple((t._version, t.data_ptr()) if t is not None else None for t in tensors)
+    cached = bn.__dict__.get("_folded")
+    if cached is None or cached[0] != key:
+        cached = bn.__dict__["_folded"] = (key, *fold_bn(linear.weight, linear.bias, bn))
+    return cached[1], cached[2]
+
+
 @contextmanager
 def frozen_bn_stats(module: nn.Module) -> Iterator[None]:
     """Inside, BatchNorms of ``module`` leave their running statistics and counters untouched.
@@ -156,58 +173,78 @@ def bn_act(z: torch.Tensor, bn: nn.BatchNorm1d, act: str = "relu") -> torch.Tens
 
 
 class _LinearBNAct(torch.autograd.Function):
-    """Training-mode ``act(BN(x W^T + b))`` on ``x [M, C_in]`` that saves only ``x`` and its output.
+    """Training-mode ``act(BN(x W^T + b))`` on ``x [M, C_in]``, its big work all matrix products.
 
-    Autograd's composition would also keep the Linear output ``[M, C]``; here the backward recomputes
-    it with one matmul instead (halving the activation memory of the per-neighbour MLPs) and works
-    through the rows in blocks, so that its temporaries stay small.
+    With ``xc = x - mean(x)``, the BatchNorm statistics of ``z = x W^T + b`` follow from the small
+    covariance ``xc^T xc / M`` (``mean = W xbar + b``, ``var_j = W_j Cov W_j^T``), so ``z`` is never
+    stored: the forward is one matmul ``xc (scale W)^T + beta`` and the activation in place. The
+    backward needs no recomputation of ``z`` either: with ``g`` the gradient at the BN output,
+    ``grad_x = g (A W) - xc (W^T D W) - (A sum(g) / M) W`` and ``grad_W = A g^T xc - D W M Cov`` for
+    per-channel ``A = gamma invstd`` and ``D`` (see the code); ``grad_b`` is zero (BN removes ``b``).
+    Only ``x`` and the output are kept. Under autocast the big matmuls run in its dtype (bf16:
+    several times faster on AMX CPUs) on centred inputs, which keeps their rounding small; the
+    statistics and the parameter gradients stay float32.
     """
 
     @staticmethod
     def forward(ctx, x, weight, bias, gamma, beta, bn, act):
-        z = torch.addmm(bias, x, weight.t())  # [M, C]
-        var, mean = torch.var_mean(z, dim=0, correction=0)
+        device = x.device.type
+        low = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+        with torch.autocast(device, enabled=False):  # the statistics stay float32
+            return _LinearBNAct._forward(ctx, x, weight, bias, gamma, beta, bn, act, low)
+
+    @staticmethod
+    def _centred(x, xbar, dtype):
+        """``x - xbar`` in ``dtype`` (one pass), and its column sums in float32 (``~0``)."""
+        xc = torch.sub(x, xbar.to(x.dtype)).to(dtype)
+        return xc, xc.sum(0).to(xbar.dtype)
+
+    @staticmethod
+    def _forward(ctx, x, weight, bias, gamma, beta, bn, act, low):
+        m, f32 = x.shape[0], weight.dtype
+        dtype = low or f32  # the big matmuls
+        xbar = x.sum(0).to(f32) / m  # [C_in]
+        xc, xcsum = _LinearBNAct._centred(x, xbar, dtype)  # [M, C_in]; the sums undo rounding
+        shift = xcsum / m  # mean of xc: 0 up to the rounding of xbar
+        cov = (xc.t() @ xc).to(f32) / m - torch.outer(shift, shift)  # [C_in, C_in]
+        mean = torch.mv(weight, xbar + shift) + bias  # [C]
+        var = ((weight @ cov) * weight).sum(1).clamp_(min=0)  # [C], biased
         invstd = torch.rsqrt(var + bn.eps)
         with torch.no_grad():  # running statistics, as nn.BatchNorm1d (unbiased variance)
             bn.running_mean.lerp_(mean, bn.momentum)
-            bn.running_var.lerp_(var * (z.shape[0] / max(z.shape[0] - 1, 1)), bn.momentum)
+            bn.running_var.lerp_(var * (m / max(m - 1, 1)), bn.momentum)
             bn.num_batches_tracked.add_(1)
-        y = z.sub_(mean).mul_(invstd * gamma).add_(beta)
-        y = y.relu_() if act == "relu" else y.sigmoid_()
-        ctx.act = act
-        ctx.save_for_backward(x, weight, bias, gamma, mean, invstd, y)
+        folded = weight * (gamma * invstd).unsqueeze(1)  # [C, C_in]
+        y = torch.addmm((beta - torch.mv(folded, shift)).to(dtype), xc, folded.t().to(dtype))
+        y = y.relu_() if act == "relu" else y.sigmoid_()  # [M, C]
+        ctx.act, ctx.dtype = act, dtype
+        ctx.save_for_backward(x, weight, gamma, invstd, y, cov, xbar)
         return y
 
     @staticmethod
     def backward(ctx, grad_y):
-        x, weight, bias, gamma, mean, invstd, y = ctx.saved_tensors
-        xhat = torch.addmm(bias, x, weight.t()).sub_(mean).mul_(invstd)  # recomputed, [M, C]
-        m, rows = y.shape[0], max(1024, (1 << 20) // y.shape[1])
-        blocks = list(zip(grad_y.split(rows), y.split(rows), xhat.split(rows), x.split(rows),
-                          strict=True))
-
-        def through_act(gy, yy):  # gradient at the BN output, one block of rows
-            return gy.masked_fill(yy <= 0, 0) if ctx.act == "relu" else gy * yy * (1 - yy)
-
-        # pass 1: BN affine gradients (sums over all rows), block by block to bound memory
-        grad_beta, grad_gamma = torch.zeros_like(gamma), torch.zeros_like(gamma)
-        for gy, yy, xh, _ in blocks:
-            g = through_act(gy, yy)
-            grad_beta += g.sum(0)
-            grad_gamma += (g * xh).sum(0)
-        # pass 2: d loss / dz = gamma invstd (g - mean(g) - xhat mean(g xhat)), then the Linear
-        grad_x = torch.empty_like(x) if ctx.needs_input_grad[0] else None
-        grad_w, grad_b = torch.zeros_like(weight), torch.zeros_like(bias)
-        start = 0
-        for gy, yy, xh, xx in blocks:
-            g = through_act(gy, yy)
-            grad_z = g.sub_(grad_beta / m).sub_(xh.mul_(grad_gamma / m)).mul_(gamma * invstd)
-            if grad_x is not None:
-                torch.mm(grad_z, weight, out=grad_x[start:start + len(xx)])
-            grad_w.addmm_(grad_z.t(), xx)
-            grad_b += grad_z.sum(0)
-            start += len(xx)
-        return grad_x, grad_w, grad_b, grad_gamma, grad_beta, None, None
+        x, weight, gamma, invstd, y, cov, xbar = ctx.saved_tensors
+        m, f32, dtype = x.shape[0], weight.dtype, ctx.dtype
+        xc, xcsum = _LinearBNAct._centred(x, xbar, dtype)
+        shift = xcsum / m
+        grad_y = grad_y.to(y.dtype)
+        if ctx.act == "relu":  # gradient at the BN output
+            g = torch.ops.aten.threshold_backward(grad_y, y, 0)
+        else:
+            g = grad_y * y * (1 - y)
+        gsum = g.sum(0).to(f32)  # [C]
+        big_g = (g.t() @ xc).to(f32) - torch.outer(gsum, shift)  # [C, C_in]: g^T (x - mean x)
+        grad_gamma = invstd * (big_g * weight).sum(1)  # sum over rows of g xhat
+        a = gamma * invstd
+        d = a * invstd * grad_gamma / m
+        grad_x = None
+        if ctx.needs_input_grad[0]:  # grad_z = A g - D xc W^T - A sum(g) / M, times W
+            mixing = weight.t() @ (weight * d.unsqueeze(1))  # [C_in, C_in]
+            row = torch.mv(mixing, shift) - torch.mv(weight.t(), a * gsum / m)
+            grad_x = torch.addmm(row.to(dtype), g.to(dtype), (weight * a.unsqueeze(1)).to(dtype))
+            grad_x.sub_(xc @ mixing.to(dtype))
+        grad_w = a.unsqueeze(1) * big_g - d.unsqueeze(1) * (weight @ cov) * m
+        return grad_x, grad_w, torch.zeros_like(gamma), grad_gamma, gsum, None, None
 
 
 def linear_bn_act(x: torch.Tensor, linear: nn.Linear, bn: nn.BatchNorm1d,
@@ -215,13 +252,16 @@ def linear_bn_act(x: torch.Tensor, linear: nn.Linear, bn: nn.BatchNorm1d,
     """One unit ``act(BN(Linear(x)))`` on channels-last ``x [..., C_in]`` -> ``[..., C_out]``.
 
     In eval mode the BatchNorm is folded into the Linear (one matmul, one in-place activation); in
-    training the memory-lean :class:`_LinearBNAct` is used (standard BatchNorm with momentum).
+    training :class:`_LinearBNAct` is used where the input is narrow (per-point and per-neighbour
+    MLPs), autograd's composition elsewhere (the wide aggregation Linears); both are standard
+    BatchNorm with momentum.
     """
     if not bn.training:
-        w, b = fold_bn(linear.weight, linear.bias, bn)
+        w, b = folded_unit(linear, bn)
         y = F.linear(x, w, b)
         return y.relu_() if act == "relu" else y.sigmoid_()
-    if bn.momentum is None or not bn.track_running_stats or linear.bias is None:
+    narrow = x.shape[-1] <= 2 * linear.out_features  # else the Gram matrix costs more than z
+    if not narrow or bn.momentum is None or not bn.track_running_stats or linear.bias is None:
         return bn_act(linear(x), bn, act)
     flat = x.reshape(-1, x.shape[-1])
     y = _LinearBNAct.apply(flat, linear.weight, linear.bias, bn.weight, bn.bias, bn, act)

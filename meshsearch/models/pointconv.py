@@ -27,7 +27,7 @@ from .ops import (
     UnitStack,
     chunked,
     farthest_point_sample,
-    fold_bn,
+    folded_unit,
     frozen_bn_stats,
     gather_points,
     inverse_density,
@@ -147,7 +147,7 @@ class DensitySetAbstraction(nn.Module):
 
         # eval: the first unit is linear before its ReLU, so it commutes with grouping:
         # W [xyz_q - ctr, F_q] + b = (W [xyz_q, F_q] + b) - W_xyz ctr, evaluated per point once
-        w, b = fold_bn(self.mlp_convs[0].weight, self.mlp_convs[0].bias, self.mlp_bns[0])
+        w, b = folded_unit(self.mlp_convs[0], self.mlp_bns[0])
         points = xyz if features is None else torch.cat([xyz, features], dim=-1)  # [B, N, 3 + D]
         per_point = F.linear(points, w, b).reshape(B * N, -1)  # [B N, C0]
         per_centroid = F.linear(centroids, w[:, :3]).reshape(B * S, -1)  # [B S, C0]
