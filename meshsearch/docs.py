@@ -29,7 +29,13 @@ class ShapeDoc(BaseDoc):
     points: Optional[NdArray] = None  # (N, 3) float32, centred, unit sphere
     embedding: Optional[NdArray] = None  # (E,) float32
     error: Optional[str] = None
-    matches: Optional[DocList[Match]] = None
+    # Bare ``DocList[Match]`` with a None default, not ``Optional[DocList[Match]]``: pydantic 1
+    # still accepts None here, and jina's HTTP gateway needs the bare annotation. The executors
+    # describe their schemas to the gateway by rewriting each ``DocList[X]`` annotation into
+    # ``List[X]``, but an ``Optional[DocList[X]]`` is left alone, and pydantic 1 describes a
+    # DocList as an array of nothing (``"items": {}``). The gateway then rebuilt ``matches`` as a
+    # DocList of an empty model, and every match reached HTTP clients with its ``id`` only.
+    matches: DocList[Match] = None  # type: ignore[assignment]
     relevance: Optional[NdArray] = None  # (n_index,) uint8, the query's full ranking (evaluation)
     metrics: Optional[Dict[str, float]] = None
 

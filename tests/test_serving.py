@@ -129,9 +129,25 @@ def test_http_flow_answers_plain_json(workspace, indexed, shapes):
     (doc,) = answer["data"]
     assert doc["error"] is None
     assert len(doc["matches"]) == 2
-    if "ref_id" not in doc["matches"][0]:
-        pytest.xfail("jina 3.34's HTTP gateway drops the fields of nested Match documents")
-    assert doc["matches"][0]["ref_id"] == shapes[1].path
+    first = doc["matches"][0]
+    assert first["ref_id"] == shapes[1].path  # the query itself is indexed: it ranks first
+    assert first["uri"] == shapes[1].path
+    assert first["label"] == shapes[1].label
+    assert isinstance(first["score"], float) and -1.0 <= first["score"] <= 1.0 + 1e-5  # cosine
+    assert first["score"] >= doc["matches"][1]["score"]
+
+
+def test_http_gateway_learns_the_match_fields():
+    """The schema an executor publishes to the gateway (jina's pydantic-1 path) describes Match.
+
+    The HTTP gateway rebuilds its models from it; with ``Optional[DocList[Match]]`` the items were
+    empty and HTTP answers held each match's ``id`` only (see meshsearch/docs.py).
+    """
+    from jina.serve.runtimes.helper import _create_aux_model_doc_list_to_list
+
+    schema = _create_aux_model_doc_list_to_list(ShapeDoc).schema()
+    assert schema["properties"]["matches"]["items"] == {"$ref": "#/definitions/Match"}
+    assert {"ref_id", "uri", "label", "score"} <= set(schema["definitions"]["Match"]["properties"])
 
 
 def test_finetune_flow_trains_in_the_background(tmp_path, shapes):
