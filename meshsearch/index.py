@@ -7,6 +7,11 @@ than docarray's ``find``: approximate search queries the hnswlib graph directly 
 id, uri and label of the hits from SQLite in one statement, instead of rebuilding a pydantic
 document (embedding included) per hit. Exact search and evaluation take the stored vectors from the
 graph (hnswlib keeps them unit-norm for cosine) into a matrix that is dropped on the next write.
+
+Every save of the graph file is atomic (:class:`_AtomicGraph`): it is written to a temporary file
+beside it, flushed to disk and renamed over the old one, so a process killed mid-save leaves the
+previous graph, never a torn one. docarray commits SQLite after the graph on writes, and a graph
+entry without its SQLite record is skipped by searches.
 """
 
 import os
@@ -89,6 +94,44 @@ def _hash(doc_id: str) -> int:
     return HnswDocumentIndex._to_hashed_id(doc_id)
 
 
+def atomic_save(graph, path: str | os.PathLike) -> None:
+    """``graph.save_index(path)`` as one step: write a temporary file in the same folder, fsync it,
+    rename it over ``path`` and fsync the folder. A crash leaves the old file or the new one."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # one writer per index
+    try:
+        graph.save_index(str(tmp))  # hnswlib opens the path itself
+        with open(tmp, "rb") as written:
+            os.fsync(written.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+
+
+class _AtomicGraph:
+    """An hnswlib index whose ``save_index`` is :func:`atomic_save`; everything else is the index's.
+
+    docarray saves the graph after every write with ``save_index`` straight onto the file; it holds
+    this wrapper in its place, so its saves are atomic too. (hnswlib's methods are read-only
+    attributes of a compiled class: they cannot be replaced on the object itself.)
+    """
+
+    def __init__(self, graph) -> None:
+        self._hnsw = graph
+
+    def save_index(self, path: str) -> None:
+        atomic_save(self._hnsw, path)
+
+    def __getattr__(self, name: str):
+        return getattr(self._hnsw, name)
+
+
 class ShapeIndex:
     """A persistent shape index in ``workdir`` (hnswlib graph + SQLite records, by docarray)."""
 
@@ -101,13 +144,18 @@ class ShapeIndex:
 
     def _open(self) -> None:
         self._docs = HnswDocumentIndex[self._schema](work_dir=str(self.workdir))
-        self._graph = self._docs._hnsw_indices[FIELD]
+        for stale in self.workdir.glob(f".{FIELD}.bin.*.tmp"):  # a save cut short by a crash
+            stale.unlink(missing_ok=True)
+        self._graph = _AtomicGraph(self._docs._hnsw_indices[FIELD])
+        self._docs._hnsw_indices[FIELD] = self._graph  # docarray's own saves go through it too
         # hnswlib does not save ef or the thread count with the graph: a reopened index would
         # search with ef=10. Set both every time.
         self._graph.set_ef(self.params.ef)
         self._graph.set_num_threads(self.params.threads or os.cpu_count() or 1)
+        self._knn = self._graph._hnsw.knn_query  # the read path skips the wrapper
         self._db = self._docs._sqlite_conn
         self._table: Optional[_Table] = None
+        self._count: Optional[int] = None  # SQLite's COUNT(*) scans the table: cached until a write
         self._sync_hits_table()
 
     def _sync_hits_table(self) -> None:
@@ -158,7 +206,7 @@ class ShapeIndex:
                 ((_hash(d.id), d.id, d.uri, d.label) for d in records),
             )
             self._write(self._docs.index, records)
-            self._table = None
+            self._table, self._count = None, None
         return len(records)
 
     def _write(self, operation, argument) -> None:
@@ -184,7 +232,7 @@ class ShapeIndex:
                                  ((_hash(i),) for i in present))
             self._write(self._docs.__delitem__, present)  # commits both tables
             self._persist_graph()  # docarray marks deletions in memory only
-            self._table = None
+            self._table, self._count = None, None
         return len(present)
 
     def clear(self) -> int:
@@ -197,11 +245,13 @@ class ShapeIndex:
 
     def _persist_graph(self) -> None:
         for name, graph in self._docs._hnsw_indices.items():
-            graph.save_index(self._docs._hnsw_locations[name])
+            graph.save_index(self._docs._hnsw_locations[name])  # atomic: an _AtomicGraph
 
     # -- reads ----------------------------------------------------------------------------
     def count(self) -> int:
-        return self._docs.num_docs()
+        if self._count is None:
+            self._count = self._docs.num_docs()
+        return self._count
 
     def __contains__(self, doc_id: str) -> bool:
         return self._docs._doc_exists(doc_id)
@@ -229,7 +279,7 @@ class ShapeIndex:
             table = self._exact_table()
             return self._rank(queries, limit, table.ids, table.uris, table.labels, table.vectors)
         try:
-            keys, distances = self._graph.knn_query(queries, k=min(limit, count))
+            keys, distances = self._knn(queries, k=min(limit, count))
         except RuntimeError:  # deleted marks left hnswlib short of k reachable results
             table = self._exact_table()
             return self._rank(queries, limit, table.ids, table.uris, table.labels, table.vectors)
