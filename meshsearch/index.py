@@ -283,17 +283,13 @@ class ShapeIndex:
         except RuntimeError:  # deleted marks left hnswlib short of k reachable results
             table = self._exact_table()
             return self._rank(queries, limit, table.ids, table.uris, table.labels, table.vectors)
-        records = self._records(np.unique(keys).tolist())
-        results = []
-        for row_keys, row_scores in zip(keys.tolist(), (1.0 - distances.astype(np.float64)).tolist(),
-                                        strict=True):
-            hits = []
-            for key, score in zip(row_keys, row_scores, strict=True):
-                found = records.get(key)  # None: a graph entry whose record never reached SQLite
-                if found is not None:
-                    hits.append(Hit(found[0], found[1], found[2], score))
-            results.append(hits)
-        return results
+        key_rows = keys.tolist()
+        records = self._records(list({k for row in key_rows for k in row}))
+        scores = (1.0 - distances.astype(np.float64)).tolist()
+        # a key without a record: a graph entry whose record never reached SQLite
+        return [[Hit(*records[key], score) for key, score in zip(row_keys, row_scores, strict=True)
+                 if key in records]
+                for row_keys, row_scores in zip(key_rows, scores, strict=True)]
 
     def exact_scores(self, queries: np.ndarray) -> tuple[np.ndarray, list[str], list[str]]:
         """Cosine similarity of every query to every stored shape: (scores (Q, n), ids, labels)."""
@@ -306,7 +302,7 @@ class ShapeIndex:
         x = np.asarray(x, dtype=np.float32)
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"{name} must be (n, {self.dim}), got {x.shape}")
-        if not np.isfinite(x).all():
+        if not np.isfinite(x.sum(dtype=np.float64)):  # float64 cannot overflow: NaN/inf only
             raise ValueError(f"{name} hold NaN or inf")
         return x
 
@@ -319,8 +315,7 @@ class ShapeIndex:
                 f"SELECT doc_id, id, uri, label FROM {HITS} "
                 f"WHERE doc_id IN ({','.join('?' * len(chunk))})", chunk,
             )
-            for key, doc_id, uri, label in rows:
-                out[key] = (doc_id, uri or "", label or "")
+            out.update((key, (doc_id, uri or "", label or "")) for key, doc_id, uri, label in rows)
         return out
 
     @staticmethod
