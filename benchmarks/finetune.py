@@ -9,6 +9,11 @@ Quality (train from scratch within a time budget, evaluate test-vs-train retriev
 
     python benchmarks/finetune.py --quality --backbone pointnet --objective normsoftmax --minutes 5
 
+``--num-points`` trains (and evaluates during the run) on a random subset of each cloud,
+``--eval-points`` adds a final evaluation on that many points (all 1024 by default when the run
+used fewer), ``--model-config``/``--objective-kwargs`` take JSON, ``--milestones`` are fractions of
+the planned epochs (``--epochs`` fixes the plan instead of timing a few steps).
+
 Results go to ``benchmarks/results/finetune_*.json`` (+ the curve PNG) and the "## Finetuning"
 section of ``docs/benchmarks.md``. The ModelNet40 clouds are read once and cached as one .npz
 under /tmp.
@@ -161,44 +166,69 @@ def run_quality(args: argparse.Namespace) -> dict:
     cfg = TrainConfig(
         backbone=args.backbone,
         embed_dim=args.embed_dim,
+        model_config=json.loads(args.model_config),
         objective=args.objective,
+        margin=args.margin,
+        objective_kwargs=json.loads(args.objective_kwargs),
+        optimizer=args.optimizer,
         lr=args.lr,
+        weight_decay=args.weight_decay,
+        gamma=args.gamma,
         batch_size=args.batch,
         k_per_class=args.k,
+        num_points=args.num_points,
         epochs=1,
-        eval_every=0,
+        eval_every=args.eval_every,
         device=args.device,
+        amp=args.amp,
         seed=args.seed,
     )
     budget = args.minutes * 60
     # Fit the schedule to the budget: time a few steps, plan the epochs, decay the LR late.
-    probe = Trainer(data["train_points"], data["train_labels"], cfg)
-    batches = probe.sampler.epoch_batches(0)
-    probe.train_step(batches[0])
-    t0 = time.perf_counter()
-    for b in batches[1:4]:
-        probe.train_step(b)
-    epoch_s = (time.perf_counter() - t0) / 3 * len(probe.sampler)
-    epochs = max(1, int(budget / epoch_s))
-    milestones = tuple(sorted({max(1, int(0.6 * epochs)), max(1, int(0.85 * epochs))}))
+    epochs = args.epochs
+    if epochs is None:
+        probe = Trainer(data["train_points"], data["train_labels"], cfg)
+        batches = probe.sampler.epoch_batches(0)
+        for b in batches[:2]:  # warm-up
+            probe.train_step(b)
+        t0 = time.perf_counter()
+        for b in batches[2 : 2 + args.probe_steps]:
+            probe.train_step(b)
+        epoch_s = (time.perf_counter() - t0) / args.probe_steps * len(probe.sampler)
+        epochs = max(1, int(budget / epoch_s))
+        del probe
+        print(f"~{epoch_s:.0f} s/epoch -> {epochs} epochs", flush=True)
+    milestones = tuple(sorted({max(1, round(f * epochs)) for f in args.milestones}))
     cfg = replace(cfg, epochs=epochs, time_budget_s=budget, milestones=milestones)
-    del probe
-    print(f"~{epoch_s:.0f} s/epoch -> {epochs} epochs, milestones {cfg.milestones}", flush=True)
+    print(f"{epochs} epochs, milestones {cfg.milestones} (gamma {cfg.gamma})", flush=True)
 
     untrained = None
     if not args.skip_untrained:
         seed_everything(cfg.seed)
-        model = build_encoder(cfg.backbone, embed_dim=cfg.embed_dim).to(cfg.device)
+        model = build_encoder(cfg.backbone, embed_dim=cfg.embed_dim, **cfg.model_config)
+        model = model.to(cfg.device)
         t0 = time.perf_counter()
-        untrained = evaluate(model, eval_data, batch_size=cfg.eval_batch_size, device=cfg.device)
+        untrained = evaluate(
+            model,
+            eval_data,
+            batch_size=cfg.eval_batch_size,
+            device=cfg.device,
+            num_points=cfg.num_points,
+        )
         print(f"untrained: {fmt(untrained)} ({time.perf_counter() - t0:.0f} s)", flush=True)
         del model
 
-    workdir = Path(args.workdir) / f"{args.backbone}_{args.objective}"
+    name = f"finetune_{args.backbone}_{args.objective}" + (f"_{args.tag}" if args.tag else "")
+    workdir = Path(args.workdir) / name.removeprefix("finetune_")
     shutil.rmtree(workdir, ignore_errors=True)
     last_print = [0.0]
+    steps_timed: list[tuple[float, int]] = []  # (time, step) of the first and latest step
 
     def on_progress(p: dict) -> None:
+        if p["state"] == "running":
+            steps_timed[1:] = [(time.monotonic(), p["step"])]
+            if len(steps_timed) == 1:
+                steps_timed.append(steps_timed[0])
         if time.monotonic() - last_print[0] > 30 or p["state"] != "running":
             last_print[0] = time.monotonic()
             print(f"  {p['state']} epoch {p['epoch']}/{p['epochs']} step {p['step']} "
@@ -211,10 +241,36 @@ def run_quality(args: argparse.Namespace) -> dict:
     wall = time.perf_counter() - t0
     records = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]
     train_s = records[-1]["elapsed"] if records else wall
+    clouds_per_s = 0.0
+    if len(steps_timed) == 2 and steps_timed[1][1] > steps_timed[0][1]:
+        (t_first, s_first), (t_last, s_last) = steps_timed
+        clouds_per_s = (s_last - s_first) * cfg.batch_size / max(t_last - t_first, 1e-9)
     print(f"trained: {fmt(summary['metrics'])}", flush=True)
-    name = f"finetune_{args.backbone}_{args.objective}"
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(workdir / "curves.png", RESULTS / f"{name}.png")
+    trained_all = None
+    eval_points = args.eval_points or 0
+    if (
+        args.eval_points is None
+        and cfg.num_points
+        and cfg.num_points < data["test_points"].shape[1]
+    ):
+        eval_points = data["test_points"].shape[1]
+    if eval_points and eval_points != cfg.num_points:
+        from meshsearch.models import load_encoder
+
+        model = load_encoder(workdir / "last.pt", device=cfg.device)
+        t0 = time.perf_counter()
+        trained_all = evaluate(
+            model,
+            eval_data,
+            batch_size=cfg.eval_batch_size,
+            device=cfg.device,
+            num_points=eval_points,
+        )
+        print(f"trained, evaluated on {eval_points} points: {fmt(trained_all)} "
+              f"({time.perf_counter() - t0:.0f} s)", flush=True)  # fmt: skip
+    results = Path(args.results)
+    results.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(workdir / "curves.png", results / f"{name}.png")
     result = {
         "backbone": args.backbone,
         "objective": args.objective,
@@ -229,13 +285,22 @@ def run_quality(args: argparse.Namespace) -> dict:
         "train_elapsed_s": train_s,
         "untrained": untrained,
         "trained": summary["metrics"],
+        "eval_points": cfg.num_points or data["test_points"].shape[1],
+        "trained_eval_points": eval_points or None,
+        "trained_all_points": trained_all,
+        "evals": [
+            {"epoch": r["epoch"], "elapsed": r["elapsed"], "metrics": r["metrics"]}
+            for r in records
+            if r.get("metrics")
+        ],
         "final_loss": summary["loss"],
         "curves": f"benchmarks/results/{name}.png",
+        "clouds_per_s": round(clouds_per_s, 2),  # first to last step (in-run evaluations too)
         "config": summary["config"],
         "command": " ".join(["python", "benchmarks/finetune.py", *sys.argv[1:]]),
         "note": args.note,
     }
-    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (results / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
 
 
@@ -287,7 +352,8 @@ def render_section() -> str:
         ]
         for p in runs:
             r = json.loads(p.read_text())
-            u, m = r.get("untrained"), r["trained"] or {}
+            # runs trained on point subsets are also evaluated on all points: show that one
+            u, m = r.get("untrained"), r.get("trained_all_points") or r["trained"] or {}
             base = "-" if not u else f"{u['mAP@1']:.3f} / {u['mNDCG@10']:.3f} / {u['mAP']:.3f}"
             lines.append(
                 f"| {r['backbone']} | {r['objective']} | {r['minutes']:g} | {r['epochs_trained']:g} | "
@@ -339,6 +405,26 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--skip-untrained", action="store_true")
     ap.add_argument("--workdir", default="/tmp/meshsearch_finetune")
     ap.add_argument("--note", default=None, help="a remark shown under the quality table")
+    q = ap.add_argument_group("--quality options")
+    q.add_argument("--num-points", type=int, default=None, help="train on a random subset")
+    q.add_argument("--eval-points", type=int, default=None,
+                   help="final extra evaluation on this many points (default: all, if fewer trained)")  # fmt: skip
+    q.add_argument("--model-config", default="{}", help="JSON: fields of the backbone's config")
+    q.add_argument("--margin", type=float, default=None)
+    q.add_argument("--objective-kwargs", default="{}", help="JSON: keyword arguments of the loss")
+    q.add_argument("--optimizer", default="adam")
+    q.add_argument("--weight-decay", type=float, default=0.0)
+    q.add_argument("--gamma", type=float, default=0.5, help="LR factor at each milestone")
+    q.add_argument("--milestones", nargs="+", type=float, default=[0.6, 0.85],
+                   help="LR milestones as fractions of the planned epochs")  # fmt: skip
+    q.add_argument("--epochs", type=int, default=None, help="planned epochs (default: timed)")
+    q.add_argument("--probe-steps", type=int, default=6, help="timed steps to plan the epochs")
+    q.add_argument("--eval-every", type=int, default=0, help="epochs between evaluations")
+    q.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True,
+                   help="bf16 autocast in training (CUDA, or CPU with AMX)")  # fmt: skip
+    q.add_argument("--tag", default="", help="suffix of the result and work-directory names")
+    q.add_argument("--results", default=str(RESULTS), help="folder of the result JSON and PNG")
+    q.add_argument("--no-doc", action="store_true", help="leave docs/benchmarks.md alone")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.throughput_one:
@@ -352,7 +438,8 @@ def main(argv: list[str] | None = None) -> None:
         run_throughput(args)
     if args.quality:
         run_quality(args)
-    write_doc_section()
+    if not args.no_doc:
+        write_doc_section()
 
 
 if __name__ == "__main__":

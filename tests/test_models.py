@@ -13,13 +13,14 @@ from meshsearch.models import (
     build_encoder,
     encoder_info,
     load_encoder,
+    ops,
     save_checkpoint,
 )
 from meshsearch.models.ops import _LinearBNAct, linear_bn_act
 
 
 def test_registry_names():
-    assert set(BACKBONES) == {"pointconv", "pointnet"}
+    assert set(BACKBONES) == {"pointconv", "pointnet", "edgeconv"}
     assert BACKBONES["pointconv"][0] is PointConvConfig
     assert BACKBONES["pointnet"][0] is PointNetConfig
     with pytest.raises(ValueError, match="unknown backbone"):
@@ -121,3 +122,89 @@ def test_training_unit_under_bf16_autocast_is_as_close_as_torch_autocast():
     for o, t, w in zip(ours, theirs, want, strict=True):
         err_ours, err_torch = (o - w).norm() / w.norm(), (t - w).norm() / w.norm()
         assert err_ours <= 1.5 * err_torch + 1e-3, (err_ours, err_torch)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fast inference paths: NumPy FPS / kNN for small batches, bf16 precision
+# ---------------------------------------------------------------------------------------------
+
+
+def _clouds_with_ties(batch: int, n: int, seed: int, dtype=torch.float32) -> torch.Tensor:
+    """Random clouds with exact duplicates and exactly equal distances (points on a coarse grid)."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.rand(batch, n, 3, generator=gen, dtype=torch.float64) * 2 - 1
+    x[:, n // 2 :] = (x[:, n // 2 :] * 4).round() / 4  # grid half: many ties
+    dup = torch.randint(0, n, (batch, n // 8), generator=gen)
+    x[:, -(n // 8) :] = torch.gather(x, 1, dup.unsqueeze(-1).expand(-1, -1, 3))  # duplicates
+    x[:, 0] = x[:, 1]  # the start point duplicated too
+    return x.to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_numpy_fps_gives_the_torch_indices(dtype, batch):
+    for seed in range(3):
+        x = _clouds_with_ties(batch, 300, seed, dtype)
+        for num in (1, 64, 300):
+            want = ops._fps_torch(x, num)
+            got = torch.from_numpy(ops._fps_numpy(x.numpy(), num))
+            assert torch.equal(got, want), (seed, num)
+        assert torch.equal(ops.farthest_point_sample(x, 64), ops._fps_torch(x, 64))
+    plane = torch.zeros(batch, 50, 3, dtype=dtype)  # all points equal: ties everywhere
+    assert torch.equal(torch.from_numpy(ops._fps_numpy(plane.numpy(), 10)),
+                       ops._fps_torch(plane, 10))
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_numpy_knn_selects_the_topk_sets(batch):
+    for seed in range(3):
+        x = _clouds_with_ties(batch, 400, seed)
+        centroids = ops.gather_points(x, ops.farthest_point_sample(x, 100))
+        for k in (1, 16, 64):
+            d = ops.square_distance(centroids, x)
+            want = ops._topk_smallest(d, k).sort(-1).values
+            got = ops.knn(centroids, x, k).sort(-1).values
+            assert torch.equal(got, want), (seed, k)
+    same = torch.zeros(batch, 40, 3)  # every distance ties: all rows fall back to topk
+    assert torch.equal(ops.knn(same[:, :5], same, 8).sort(-1).values,
+                       ops._topk_smallest(ops.square_distance(same[:, :5], same), 8)
+                       .sort(-1).values)
+
+
+def test_bf16_relu_bits():
+    x = torch.randn(1000).to(torch.bfloat16)
+    x[:3] = torch.tensor([0.0, -0.0, float("inf")])
+    assert torch.equal(ops.relu_(x.clone()), torch.relu(x))
+
+
+def test_precision_option():
+    torch.manual_seed(0)
+    model = build_encoder("pointconv", embed_dim=512).eval()
+    assert model.precision == "fp32"
+    with pytest.raises(ValueError, match="precision"):
+        model.precision = "fp16"
+    gen = torch.Generator().manual_seed(1)
+    x = torch.rand(3, 1024, 3, generator=gen) * 2 - 1
+    with torch.inference_mode():
+        ref = model(x)
+        model.precision = "bf16"
+        low = model(x)
+        sa3 = model._point_encoder.sa3
+        cached = sa3.bn_linear.__dict__[f"_folded_{torch.bfloat16}"]
+        again = model(x)
+        assert sa3.bn_linear.__dict__[f"_folded_{torch.bfloat16}"] is cached  # cast once
+        single = model(x[1:2])
+    assert low.dtype == torch.float32 and torch.equal(low, again)
+    cos = torch.nn.functional.cosine_similarity(low, ref)
+    assert cos.min() >= 0.9999, cos
+    assert torch.nn.functional.cosine_similarity(single[0], low[1], dim=0) >= 0.99999
+    with torch.inference_mode():  # back to fp32: exactly the fp32 results again
+        model.precision = "fp32"
+        assert torch.equal(model(x), ref)
+    # training ignores the precision
+    model.train().precision = "bf16"
+    torch.manual_seed(2)
+    a = model(x)
+    model.precision = "fp32"
+    torch.manual_seed(2)
+    assert torch.equal(model(x), a)

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .edgeconv import EdgeConvConfig, EdgeConvNet
 from .pointconv import (
     PointConv,
     PointConvConfig,
@@ -24,6 +25,7 @@ from .pointconv import (
 from .pointnet import PointNet, PointNetConfig
 
 BACKBONES: dict[str, tuple[type, type[nn.Module]]] = {
+    "edgeconv": (EdgeConvConfig, EdgeConvNet),
     "pointconv": (PointConvConfig, PointConv),
     "pointnet": (PointNetConfig, PointNet),
 }
@@ -136,6 +138,8 @@ def encoder_info(model: nn.Module) -> dict[str, Any]:
 
 __all__ = [
     "BACKBONES",
+    "EdgeConvConfig",
+    "EdgeConvNet",
     "PointConv",
     "PointConvConfig",
     "PointNet",
