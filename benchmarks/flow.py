@@ -49,7 +49,8 @@ def prefill(workdir: Path, n: int) -> None:
 
 
 class InProcess:
-    """What the Flow's encoder and indexer do, called directly."""
+    """What the Flow's encoder and indexer do, called directly (the encoder's defaults: precision
+    "fp32", one intra-op thread for requests of at most SMALL_BATCH clouds, all cores otherwise)."""
 
     def __init__(self, index_dir: Path) -> None:
         import torch
@@ -57,14 +58,19 @@ class InProcess:
         from meshsearch.index import ShapeIndex
         from meshsearch.models import load_encoder
 
-        torch.set_num_threads(os.cpu_count() or 1)  # as the Flow's single encoder replica
+        self.threads = os.cpu_count() or 1  # as the Flow's single encoder replica
         torch.manual_seed(0)
         self.model = load_encoder(None, embed_dim=EMBED_DIM, backbone="pointconv", device="cpu")
+        self.model.precision = "fp32"
         self.index = ShapeIndex(index_dir, EMBED_DIM)
 
     def _embed(self, points: np.ndarray) -> np.ndarray:
+        import torch
+
+        from executors.encoder import SMALL_BATCH
         from meshsearch.train import embed
 
+        torch.set_num_threads(1 if len(points) <= SMALL_BATCH else self.threads)
         return embed(self.model, points, batch_size=BATCH, device="cpu")
 
     def index_batch(self, ids: list[str], points: np.ndarray) -> None:
@@ -141,6 +147,7 @@ def run(args: argparse.Namespace) -> dict:
         "cpus": os.cpu_count(), "load_before": load_before,
         "docs": args.docs, "reps": args.reps, "batch": BATCH, "points": NUM_POINTS,
         "indexed": args.indexed, "prefill_s": prefill_s, "ready_s": ready_s,
+        "precision": core.model.precision,
         "latency_ms": {"p50": float(np.percentile(latency_ms, 50)),
                        "p99": float(np.percentile(latency_ms, 99)), "n": len(latency_ms),
                        "inprocess_p50": float(np.percentile(local_ms, 50))},
@@ -162,7 +169,9 @@ def section(r: dict) -> str:
         f"flows/index.yml over gRPC against the same core in-process (`load_encoder` + `embed` + "
         f"`ShapeIndex`), untrained PointConv, {r['docs']} documents that already carry "
         f"{r['points']} points, batch {r['batch']}, {r['reps']} blocks each running both sides "
-        f"back to back; rates are medians, ratios medians of per-block ratios. The index holds "
+        f"back to back; rates are medians, ratios medians of per-block ratios. Encoder precision "
+        f"{r.get('precision', 'fp32')} (the executor's default), single queries on one thread. "
+        f"The index holds "
         f"{r['indexed']:,} random unit vectors (written through `ShapeIndex` before the Flow "
         f"starts). {r['date']}, Python {r['python']}, {r['cpus']} CPU cores (1-min load average "
         f"{r['load_before']:.2f} before, {r['load_after']:.2f} after).",

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from itertools import pairwise
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -25,10 +26,21 @@ def square_distance(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     Expanded form ``(-2 p q^T) + |p|^2 + |q|^2``, in the legacy order of operations (it may be
     slightly negative for identical points).
     """
-    d = torch.bmm(p, q.transpose(1, 2)).mul_(-2)
+    d = torch.bmm(p, q.transpose(1, 2).contiguous()).mul_(-2)  # contiguous: 8x faster, same bits
     d += p.square().sum(-1, keepdim=True)
     d += q.square().sum(-1).unsqueeze(1)
     return d
+
+
+# FPS and kNN of at most this many clouds run in NumPy on the CPU: its per-call overhead is a
+# fraction of torch's, which dominates FPS's hundreds of tiny steps and kNN's row selection at
+# small batches (serving single queries); larger batches amortise torch's overhead over its threads
+NUMPY_MAX_BATCH = 4
+
+
+def _numpy_ok(x: torch.Tensor, batch: int) -> bool:
+    return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) \
+        and x.shape[0] <= batch
 
 
 @torch.no_grad()
@@ -36,8 +48,18 @@ def farthest_point_sample(xyz: torch.Tensor, num: int) -> torch.Tensor:
     """Indices ``[B, num]`` of farthest point sampling, vectorised over the batch.
 
     Deterministic: every cloud starts at point 0; ties in the argmax go to the lowest index; the
-    squared distances are computed from coordinate differences (as in the legacy code).
+    squared distances are computed from coordinate differences (as in the legacy code). Small CPU
+    batches run in NumPy (:func:`_fps_numpy`), the rest in torch (:func:`_fps_torch`); both do the
+    same float operations in the same order and give identical indices.
     """
+    if _numpy_ok(xyz, NUMPY_MAX_BATCH):
+        return torch.from_numpy(_fps_numpy(xyz.detach().numpy(), num))
+    return _fps_torch(xyz, num)
+
+
+@torch.no_grad()
+def _fps_torch(xyz: torch.Tensor, num: int) -> torch.Tensor:
+    """:func:`farthest_point_sample` in torch ops (any device, any batch size)."""
     B, N, _ = xyz.shape
     coords = xyz.permute(2, 0, 1).contiguous()  # [3, B, N]: one contiguous row per coordinate
     batch = torch.arange(B, device=xyz.device)
@@ -54,6 +76,42 @@ def farthest_point_sample(xyz: torch.Tensor, num: int) -> torch.Tensor:
     return picked
 
 
+def _fps_numpy(xyz: np.ndarray, num: int) -> np.ndarray:
+    """:func:`farthest_point_sample` of ``xyz [B, N, 3]`` in NumPy: the same arithmetic as
+    :func:`_fps_torch` (``(dx^2 + dy^2) + dz^2`` in the input's dtype, running minimum, first
+    maximum), with preallocated buffers and about ten small ufunc calls per step."""
+    B, N, _ = xyz.shape
+    picked = np.zeros((B, num), dtype=np.int64)
+    if num == 0:
+        return picked
+    coords = np.ascontiguousarray(xyz.transpose(2, 0, 1))  # [3, B, N]
+    x, y, z = coords
+    min_dist = np.full((B, N), 1e10, dtype=xyz.dtype)
+    dist, tmp = np.empty_like(min_dist), np.empty_like(min_dist)
+    if B == 1:  # 1-d rows and scalar centres: the cheapest indexing
+        x, y, z, min_dist, dist, tmp = x[0], y[0], z[0], min_dist[0], dist[0], tmp[0]
+    flat, offsets = coords.reshape(3, B * N), np.arange(B) * N
+    cur = 0 if B == 1 else np.zeros(B, dtype=np.int64)
+    for i in range(num):
+        if B == 1:
+            picked[0, i] = cur
+            cx, cy, cz = x[cur], y[cur], z[cur]
+        else:
+            picked[:, i] = cur
+            cx, cy, cz = flat[:, cur + offsets, None]  # [3, B, 1]
+        np.subtract(x, cx, out=dist)
+        np.multiply(dist, dist, out=dist)
+        np.subtract(y, cy, out=tmp)
+        np.multiply(tmp, tmp, out=tmp)
+        dist += tmp
+        np.subtract(z, cz, out=tmp)
+        np.multiply(tmp, tmp, out=tmp)
+        dist += tmp
+        np.minimum(min_dist, dist, out=min_dist)
+        cur = int(min_dist.argmax()) if B == 1 else min_dist.argmax(-1)  # first maximum
+    return picked
+
+
 def row_chunk(batch: int, cols: int, target: int = 1 << 20) -> int:
     """Rows per chunk so that a ``[batch, rows, cols]`` block holds about ``target`` elements."""
     return max(1, target // max(1, batch * cols))
@@ -64,20 +122,58 @@ def knn(centroids: torch.Tensor, xyz: torch.Tensor, k: int) -> torch.Tensor:
     """Indices ``[B, S, k]`` of the ``k`` points of ``xyz [B, N, 3]`` nearest to each centroid.
 
     Uses the expanded-form distances of :func:`square_distance`, a cache-sized block of centroids
-    at a time; neighbour order is unspecified.
+    at a time; neighbour order is unspecified. The neighbour set is ``topk``'s: small CPU batches
+    select with NumPy's ``argpartition`` (a few times faster than ``topk`` on one thread) wherever
+    the k nearest are unique (k-th distance < (k+1)-th), and fall back to ``topk`` for rows with a
+    tie at the boundary, where the choice among equals is ``topk``'s own.
     """
     B, N, _ = xyz.shape
+    select = _smallest_k if _numpy_ok(xyz, NUMPY_MAX_BATCH) and k < N else _topk_smallest
     return torch.cat([
-        square_distance(part, xyz).topk(k, dim=-1, largest=False, sorted=False).indices
-        for part in centroids.split(row_chunk(B, N), dim=1)
+        select(square_distance(part, xyz), k) for part in centroids.split(row_chunk(B, N), dim=1)
     ], dim=1)
+
+
+def _topk_smallest(d: torch.Tensor, k: int) -> torch.Tensor:
+    return d.topk(k, dim=-1, largest=False, sorted=False).indices
+
+
+def _smallest_k(d: torch.Tensor, k: int) -> torch.Tensor:
+    """:func:`_topk_smallest` of a CPU tensor ``d [..., N]`` (``k < N``), the same index sets."""
+    rows = d.reshape(-1, d.shape[-1]).numpy()
+    part = np.argpartition(rows, k, axis=-1)[:, : k + 1]  # k smallest, then the (k+1)-th
+    vals = np.take_along_axis(rows, part, axis=-1)
+    idx = torch.from_numpy(part[:, :k])
+    tied = ~(vals[:, :k].max(-1) < vals[:, k])  # also NaN rows
+    if tied.any():
+        bad = torch.from_numpy(np.flatnonzero(tied))
+        idx[bad] = _topk_smallest(d.reshape(-1, d.shape[-1])[bad], k)
+    return idx.reshape(*d.shape[:-1], k)
 
 
 def gather_points(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """``x [B, N, C]`` gathered at ``idx [B, *shape]`` -> ``[B, *shape, C]``."""
     B, N, C = x.shape
-    flat = idx.reshape(B, -1) + torch.arange(B, device=idx.device).unsqueeze(1) * N
-    return x.reshape(B * N, C)[flat.reshape(-1)].reshape(*idx.shape, C)
+    flat = idx.reshape(B, -1)
+    if B > 1:
+        flat = flat + torch.arange(B, device=idx.device).unsqueeze(1) * N
+    return gather_rows(x.reshape(B * N, C), flat).reshape(*idx.shape, C)
+
+
+def gather_rows(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """``x [M, C]`` at rows ``idx [*shape]`` -> ``[*shape, C]`` (``x[idx]``; ``index_select`` is a
+    few times faster than advanced indexing on the CPU)."""
+    return x.index_select(0, idx.reshape(-1)).reshape(*idx.shape, x.shape[-1])
+
+
+def relu_(y: torch.Tensor) -> torch.Tensor:
+    """In-place ReLU; for bf16/fp16 as an integer clamp of the bits (sign bit set = negative: the
+    same values, several times faster than the float kernel on the CPU; only a NaN with the sign
+    bit set becomes 0 instead of staying NaN)."""
+    if y.dtype in (torch.bfloat16, torch.float16) and y.device.type == "cpu":
+        y.view(torch.int16).clamp_min_(0)
+        return y
+    return y.relu_()
 
 
 @torch.no_grad()
@@ -105,8 +201,8 @@ def inverse_density(xyz: torch.Tensor, bandwidth: float, legacy: bool = False) -
     sq = xyz.square().sum(-1, keepdim=True)  # [B, N, 1]
     ones = torch.ones_like(sq)
     rows = torch.cat([xyz, sq, ones], dim=-1)  # [B, N, 5]
-    cols = torch.cat([2 * xyz, -ones, -sq], dim=-1).div_(-denom).transpose(1, 2)  # [B, 5, N]
-    sums = [
+    cols = torch.cat([2 * xyz, -ones, -sq], dim=-1).div_(-denom).transpose(1, 2).contiguous()
+    sums = [  # cols [B, 5, N]: contiguous, else bmm takes a slow path (same result)
         torch.bmm(part, cols).clamp_(-80.0, 0.0).exp_().sum(-1)  # [B, chunk]
         for part in rows.split(chunk, dim=1)
     ]
@@ -130,21 +226,44 @@ def fold_bn(weight: torch.Tensor, bias: torch.Tensor | None,
     return weight * scale.unsqueeze(1), shift
 
 
-def folded_unit(linear: nn.Linear, bn: nn.BatchNorm1d) -> tuple[torch.Tensor, torch.Tensor]:
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def precision_dtype(precision: str) -> torch.dtype:
+    """The compute dtype of an inference precision name (``"fp32"`` or ``"bf16"``)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {sorted(PRECISIONS)}")
+    return PRECISIONS[precision]
+
+
+def _cached(owner: nn.Module, name: str, tensors: tuple, make) -> tuple[torch.Tensor, ...]:
+    """``make()``, cached on ``owner`` under ``name`` while ``tensors`` are unchanged (versions and
+    storages are the key; ``load_state_dict``, ``.to()`` and optimiser steps change them)."""
+    key = tuple((t._version, t.data_ptr(), t.dtype) if t is not None else None for t in tensors)
+    cached = owner.__dict__.get(name)
+    if cached is None or cached[0] != key:
+        cached = owner.__dict__[name] = (key, *make())
+    return cached[1:]
+
+
+def folded_unit(linear: nn.Linear, bn: nn.BatchNorm1d,
+                dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`fold_bn` of an eval-mode unit, cached on ``bn`` while no gradient is being recorded.
 
     Folding costs as much as a single cloud's matmuls (the aggregation Linears hold most of the
     weights), so inference reuses the folded pair until a parameter or statistic changes (tensor
     versions and storages are the cache key; ``load_state_dict`` and optimiser steps bump them).
+    ``dtype`` (e.g. bf16 for low-precision inference): the folded pair cast to it, cached as well,
+    so that the cast is not paid per call either.
     """
     tensors = (linear.weight, linear.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var)
     if torch.is_grad_enabled():
-        return fold_bn(linear.weight, linear.bias, bn)
-    key = tuple((t._version, t.data_ptr()) if t is not None else None for t in tensors)
-    cached = bn.__dict__.get("_folded")
-    if cached is None or cached[0] != key:
-        cached = bn.__dict__["_folded"] = (key, *fold_bn(linear.weight, linear.bias, bn))
-    return cached[1], cached[2]
+        w, b = fold_bn(linear.weight, linear.bias, bn)
+        return (w, b) if dtype is None else (w.to(dtype), b.to(dtype))
+    w, b = _cached(bn, "_folded", tensors, lambda: fold_bn(linear.weight, linear.bias, bn))
+    if dtype is None or dtype == w.dtype:
+        return w, b
+    return _cached(bn, f"_folded_{dtype}", tensors, lambda: (w.to(dtype), b.to(dtype)))
 
 
 @contextmanager
@@ -251,15 +370,16 @@ def linear_bn_act(x: torch.Tensor, linear: nn.Linear, bn: nn.BatchNorm1d,
                   act: str = "relu") -> torch.Tensor:
     """One unit ``act(BN(Linear(x)))`` on channels-last ``x [..., C_in]`` -> ``[..., C_out]``.
 
-    In eval mode the BatchNorm is folded into the Linear (one matmul, one in-place activation); in
+    In eval mode the BatchNorm is folded into the Linear (one matmul, one in-place activation; the
+    folded weights are cached, cast to ``x``'s dtype when it differs from the parameters'); in
     training :class:`_LinearBNAct` is used where the input is narrow (per-point and per-neighbour
     MLPs), autograd's composition elsewhere (the wide aggregation Linears); both are standard
     BatchNorm with momentum.
     """
-    if not bn.training:
-        w, b = folded_unit(linear, bn)
+    if not bn.training:  # folded weights in the input's dtype: a bf16 input computes in bf16
+        w, b = folded_unit(linear, bn, x.dtype if x.dtype != linear.weight.dtype else None)
         y = F.linear(x, w, b)
-        return y.relu_() if act == "relu" else y.sigmoid_()
+        return relu_(y) if act == "relu" else y.sigmoid_()
     narrow = x.shape[-1] <= 2 * linear.out_features  # else the Gram matrix costs more than z
     if not narrow or bn.momentum is None or not bn.track_running_stats or linear.bias is None:
         return bn_act(linear(x), bn, act)

@@ -30,9 +30,12 @@ from .ops import (
     folded_unit,
     frozen_bn_stats,
     gather_points,
+    gather_rows,
     inverse_density,
     knn,
     linear_bn_act,
+    precision_dtype,
+    relu_,
 )
 
 
@@ -90,12 +93,18 @@ class DensitySetAbstraction(nn.Module):
 
     def _block_features(self, per_point: torch.Tensor, per_centroid: torch.Tensor,
                         neighbors: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """Eval: output features ``[R, C]`` of a block of ``R`` groups.
+        """Eval: output features ``[R, C]`` of a block of ``R`` groups, in ``weights``' dtype.
 
         ``per_point [B N, C0]`` and ``per_centroid [R, C0]`` are the first unit's (BN-folded)
-        pre-activations, ``neighbors [R, K]`` flat row indices into ``per_point``.
+        pre-activations, ``neighbors [R, K]`` flat row indices into ``per_point``. The difference
+        is taken in their dtype (float32: it cancels), then the rest runs in ``weights``' dtype.
         """
-        h = (per_point[neighbors] - per_centroid.unsqueeze(1)).relu_()  # [R, K, C0]
+        h = gather_rows(per_point, neighbors)  # [R, K, C0]
+        if h.dtype == weights.dtype:
+            h = h.sub_(per_centroid.unsqueeze(1))
+        else:
+            h = torch.sub(h, per_centroid.unsqueeze(1), out=torch.empty_like(h, dtype=weights.dtype))
+        h = relu_(h)
         for linear, bn in zip(self.mlp_convs[1:], self.mlp_bns[1:], strict=True):
             h = linear_bn_act(h, linear, bn)  # [R, K, C]
         return self._aggregate(h, weights)
@@ -115,9 +124,13 @@ class DensitySetAbstraction(nn.Module):
             h = linear_bn_act(h, linear, bn)  # [R, K, C]
         return self._aggregate(h, self._weights(grouped[..., :3], density_scale))
 
-    def forward(self, xyz: torch.Tensor,
-                features: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """``xyz [B, N, 3]``, ``features [B, N, D]`` or None -> centroids ``[B, S, 3]``, ``[B, S, C]``."""
+    def forward(self, xyz: torch.Tensor, features: torch.Tensor | None,
+                dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``xyz [B, N, 3]``, ``features [B, N, D]`` or None -> centroids ``[B, S, 3]``, ``[B, S, C]``.
+
+        ``dtype`` (eval only): the dtype of the per-neighbour MLP, the aggregation and its Linear
+        (e.g. bf16); geometry, WeightNet, DensityNet and the first unit stay float32.
+        """
         B, N, _ = xyz.shape
         with torch.no_grad():  # geometry: sampling, grouping, density; no gradient
             inv_density = inverse_density(xyz, self.bandwidth, self.legacy)  # [B, N]
@@ -144,21 +157,28 @@ class DensitySetAbstraction(nn.Module):
             return centroids, out.reshape(B, S, -1)
 
         weights = self._weights(rel, density_scale)  # [B S, K, 16]
+        if dtype is not None and dtype != weights.dtype:
+            weights = weights.to(dtype)
 
         # eval: the first unit is linear before its ReLU, so it commutes with grouping:
         # W [xyz_q - ctr, F_q] + b = (W [xyz_q, F_q] + b) - W_xyz ctr, evaluated per point once
         w, b = folded_unit(self.mlp_convs[0], self.mlp_bns[0])
-        points = xyz if features is None else torch.cat([xyz, features], dim=-1)  # [B, N, 3 + D]
+        points = xyz if features is None else torch.cat([xyz, features.to(xyz.dtype)], dim=-1)  # [B, N, 3 + D]
         per_point = F.linear(points, w, b).reshape(B * N, -1)  # [B N, C0]
         per_centroid = F.linear(centroids, w[:, :3]).reshape(B * S, -1)  # [B S, C0]
-        offsets = torch.arange(B, device=xyz.device).view(B, 1, 1) * N
-        neighbors = (neighbors + offsets).reshape(B * S, K)  # rows of per_point
+        if B > 1:
+            offsets = torch.arange(B, device=xyz.device).view(B, 1, 1) * N
+            neighbors = neighbors + offsets
+        neighbors = neighbors.reshape(B * S, K)  # rows of per_point
         block = max(1, self.block_positions // K)  # cache-sized blocks of groups
-        out = torch.cat([
-            self._block_features(per_point, *parts)
-            for parts in zip(per_centroid.split(block), neighbors.split(block),
-                             weights.split(block), strict=True)
-        ])  # [B S, C]
+        if B * S <= block:
+            out = self._block_features(per_point, per_centroid, neighbors, weights)
+        else:
+            out = torch.cat([
+                self._block_features(per_point, *parts)
+                for parts in zip(per_centroid.split(block), neighbors.split(block),
+                                 weights.split(block), strict=True)
+            ])  # [B S, C]
         return centroids, out.reshape(B, S, -1)
 
 
@@ -175,11 +195,12 @@ class PointConvEncoder(nn.Module):
         self.sa2 = DensitySetAbstraction(s2, k2, 128, [128, 128, 256], h2, **opts)
         self.sa3 = DensitySetAbstraction(None, None, 256, [256, 512, config.hidden_dim], h3, **opts)
 
-    def forward(self, xyz: torch.Tensor) -> torch.Tensor:
-        xyz1, f1 = self.sa1(xyz, None)  # [B, 512, 3], [B, 512, 128]
-        xyz2, f2 = self.sa2(xyz1, f1)  # [B, 128, 3], [B, 128, 256]
-        _, f3 = self.sa3(xyz2, f2)  # [B, 1, hidden]
-        return f3.squeeze(1)  # [B, hidden]
+    def forward(self, xyz: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """``dtype``: the eval compute dtype of the levels' big matmuls (None: the parameters')."""
+        xyz1, f1 = self.sa1(xyz, None, dtype)  # [B, 512, 3], [B, 512, 128]
+        xyz2, f2 = self.sa2(xyz1, f1, dtype)  # [B, 128, 3], [B, 128, 256]
+        _, f3 = self.sa3(xyz2, f2, dtype)  # [B, 1, hidden]
+        return f3.squeeze(1).to(xyz.dtype)  # [B, hidden]
 
 
 class PointConv(nn.Module):
@@ -194,12 +215,34 @@ class PointConv(nn.Module):
         self._point_encoder = PointConvEncoder(config)
         self.dropout = nn.Dropout(config.dropout)
         self._projector = Projector(config.hidden_dim, config.projector_dim, config.embed_dim)
+        self.precision = "fp32"
+
+    @property
+    def precision(self) -> str:
+        """Inference precision of the encoder's big matmuls: ``"fp32"`` (default) or ``"bf16"``.
+
+        A runtime setting, not part of the config or the checkpoint. ``"bf16"`` runs the
+        per-neighbour MLPs, the aggregations and their Linears in bfloat16 (cached bf16 copies of
+        the folded weights; geometry, WeightNet/DensityNet, the first units and the projector stay
+        float32): several times faster on CPUs with AMX, embeddings within rounding of float32
+        (cosine ~0.9999, see docs/models.md). Training ignores it.
+        """
+        return self._precision
+
+    @precision.setter
+    def precision(self, value: str) -> None:
+        dtype = precision_dtype(value)
+        self._dtype = None if value == "fp32" else dtype  # fp32: the parameters' own dtype
+        self._precision = value
+
+    def _encode(self, points: torch.Tensor) -> torch.Tensor:
+        return self._point_encoder(points, self._dtype)
 
     def features(self, points: torch.Tensor) -> torch.Tensor:
         """Encoder feature before the projector: ``(B, N, 3)`` -> ``(B, hidden_dim)``, >= 0."""
         if self.training:
             return self._point_encoder(points)
-        return chunked(self._point_encoder, points, self.config.chunk_size)
+        return chunked(self._encode, points, self.config.chunk_size)
 
     def forward(self, points: torch.Tensor) -> torch.Tensor:
         """Embeddings ``(B, embed_dim)`` (raw projector output, not normalised)."""
