@@ -291,6 +291,14 @@ def bn_act(z: torch.Tensor, bn: nn.BatchNorm1d, act: str = "relu") -> torch.Tens
     return ACTIVATIONS[act](y)
 
 
+def column_sums(x: torch.Tensor) -> torch.Tensor:
+    """``x.sum(0)`` of ``x [M, C]``; for bf16 in two steps (over blocks of 64 rows, then over the
+    blocks), which is ~2.5x faster on CPU than one column reduction."""
+    if x.dtype != torch.bfloat16 or x.shape[0] % 64:
+        return x.sum(0)
+    return x.view(-1, 64, x.shape[1]).sum(1).sum(0)
+
+
 class _LinearBNAct(torch.autograd.Function):
     """Training-mode ``act(BN(x W^T + b))`` on ``x [M, C_in]``, its big work all matrix products.
 
@@ -316,13 +324,13 @@ class _LinearBNAct(torch.autograd.Function):
     def _centred(x, xbar, dtype):
         """``x - xbar`` in ``dtype`` (one pass), and its column sums in float32 (``~0``)."""
         xc = torch.sub(x, xbar.to(x.dtype)).to(dtype)
-        return xc, xc.sum(0).to(xbar.dtype)
+        return xc, column_sums(xc).to(xbar.dtype)
 
     @staticmethod
     def _forward(ctx, x, weight, bias, gamma, beta, bn, act, low):
         m, f32 = x.shape[0], weight.dtype
         dtype = low or f32  # the big matmuls
-        xbar = x.sum(0).to(f32) / m  # [C_in]
+        xbar = column_sums(x).to(f32) / m  # [C_in]
         xc, xcsum = _LinearBNAct._centred(x, xbar, dtype)  # [M, C_in]; the sums undo rounding
         shift = xcsum / m  # mean of xc: 0 up to the rounding of xbar
         cov = (xc.t() @ xc).to(f32) / m - torch.outer(shift, shift)  # [C_in, C_in]
@@ -351,7 +359,7 @@ class _LinearBNAct(torch.autograd.Function):
             g = torch.ops.aten.threshold_backward(grad_y, y, 0)
         else:
             g = grad_y * y * (1 - y)
-        gsum = g.sum(0).to(f32)  # [C]
+        gsum = column_sums(g).to(f32)  # [C]
         big_g = (g.t() @ xc).to(f32) - torch.outer(gsum, shift)  # [C, C_in]: g^T (x - mean x)
         grad_gamma = invstd * (big_g * weight).sum(1)  # sum over rows of g xhat
         a = gamma * invstd
