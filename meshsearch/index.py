@@ -3,9 +3,10 @@
 ``ShapeIndex`` keeps one record per shape id (uri, label, split, embedding). Writing an id again
 replaces it. Storage is docarray's ``HnswDocumentIndex`` (an hnswlib graph file plus a SQLite table
 of the documents), so an index written here opens with docarray alone. Reads take a shorter path
-than docarray's ``find``: approximate search queries the hnswlib graph directly and reads only the
-id, uri and label of the hits from SQLite in one statement, instead of rebuilding a pydantic
-document (embedding included) per hit. Exact search and evaluation take the stored vectors from the
+than docarray's ``find``: approximate search queries the hnswlib graph directly and takes the id,
+uri and label of the hits from an in-memory copy of our compact SQLite table (read at the first
+search, kept in step by writes), instead of rebuilding a pydantic document (embedding included)
+per hit. Exact search and evaluation take the stored vectors from the
 graph (hnswlib keeps them unit-norm for cosine) into a matrix that is dropped on the next write.
 
 Every save of the graph file is atomic (:class:`_AtomicGraph`): it is written to a temporary file
@@ -16,6 +17,7 @@ entry without its SQLite record is skipped by searches.
 
 import os
 import shutil
+import sys
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -29,7 +31,6 @@ from docarray.typing import NdArray
 from pydantic import Field
 
 FIELD = "embedding"  # the indexed column: docarray names the graph file after it
-SQL_CHUNK = 900  # ids per "IN (...)" statement, under SQLite's bound-parameter limit
 HITS = "meshsearch_hits"  # our table beside docarray's: SQLite key -> id, uri, label
 
 
@@ -156,6 +157,10 @@ class ShapeIndex:
         self._db = self._docs._sqlite_conn
         self._table: Optional[_Table] = None
         self._count: Optional[int] = None  # SQLite's COUNT(*) scans the table: cached until a write
+        # key -> (id, uri, label) of every record, read from SQLite at the first search and kept in
+        # step by upsert and delete: a query then touches no SQLite (~100 bytes + the strings per
+        # shape, ~0.3 GB at a million); SQLite is ~2x the rest of our per-query cost
+        self._hits: Optional[dict[int, tuple[str, str, str]]] = None
         self._sync_hits_table()
 
     def _sync_hits_table(self) -> None:
@@ -207,6 +212,8 @@ class ShapeIndex:
             )
             self._write(self._docs.index, records)
             self._table, self._count = None, None
+            if self._hits is not None:
+                self._hits.update((_hash(d.id), (d.id, d.uri, sys.intern(d.label))) for d in records)
         return len(records)
 
     def _write(self, operation, argument) -> None:
@@ -233,6 +240,9 @@ class ShapeIndex:
             self._write(self._docs.__delitem__, present)  # commits both tables
             self._persist_graph()  # docarray marks deletions in memory only
             self._table, self._count = None, None
+            if self._hits is not None:
+                for i in present:
+                    self._hits.pop(_hash(i), None)
         return len(present)
 
     def clear(self) -> int:
@@ -307,16 +317,13 @@ class ShapeIndex:
         return x
 
     def _records(self, keys: list[int]) -> dict[int, tuple[str, str, str]]:
-        """(id, uri, label) by SQLite key, in one statement per chunk of keys."""
-        out: dict[int, tuple[str, str, str]] = {}
-        for start in range(0, len(keys), SQL_CHUNK):
-            chunk = keys[start : start + SQL_CHUNK]
-            rows = self._db.execute(
-                f"SELECT doc_id, id, uri, label FROM {HITS} "
-                f"WHERE doc_id IN ({','.join('?' * len(chunk))})", chunk,
-            )
-            out.update((key, (doc_id, uri or "", label or "")) for key, doc_id, uri, label in rows)
-        return out
+        """(id, uri, label) by SQLite key, from the in-memory copy of the hits table."""
+        if self._hits is None:
+            rows = self._db.execute(f"SELECT doc_id, id, uri, label FROM {HITS}")
+            self._hits = {key: (doc_id, uri or "", sys.intern(label or ""))
+                          for key, doc_id, uri, label in rows}
+        hits = self._hits
+        return {key: hits[key] for key in keys if key in hits}
 
     @staticmethod
     def _doc_id(data: bytes) -> str:
