@@ -296,6 +296,7 @@ def write_doc(report: dict) -> None:
     note = (f" At {', '.join(same_graph)} vectors raw hnswlib was not built again: it loads ShapeIndex's "
             "graph file, so its query figures are for the identical graph and it has no build column."
             if same_graph else "")
+    run_notes = "".join(f" {r['n']:,}: {r['note']}" for r in runs if r.get("note"))
     section = f"""## Search
 
 `ShapeIndex` (docarray `HnswDocumentIndex` storage: hnswlib graph + SQLite records) against raw `hnswlib.Index` with the same parameters (cosine, M={a['M']}, ef_construction={a['efc']}, {a['threads']} threads), on {a['dim']}-dimensional unit vectors in {a['clusters']} clusters (centre + {a['latent']}-dimensional Gaussian offset, scale {a['spread']}, + isotropic noise {a['noise']}; real ModelNet40 embeddings have a within-class effective dimension of 3.5–5.9, see `benchmarks/embedding_dim.py`); {a['queries']} held-out queries from the same clusters; recall@{a['k']} against exact numpy top-{a['k']}. {report['when']}, Python {report['python']}, {report['cpus']} CPU cores shared with other jobs (1-min load average {report['load_before']:.2f} before, {report['load_after']:.2f} after): absolute times are noisy, ratios are paired (the two indexes alternate query by query in one process).
@@ -304,7 +305,7 @@ def write_doc(report: dict) -> None:
 
 ef is the smallest of {a['efs']} reaching recall@{a['k']} >= {a['target']} on raw hnswlib, then used by both ({sweeps}). Build: ShapeIndex upserts {a['batch']:,} vectors per call (docarray writes each document to SQLite and saves the graph after each call); memory is the build process's resident set after the build minus before (in parentheses its peak minus before); latency is one query at a time, p50/p99 over {a['queries']} queries; batch q/s is one call with {a['batch_queries']} queries.{note}
 
-ShapeIndex answers a query from the hnswlib graph directly and reads only the hits' id, uri and label from SQLite in one statement; docarray's own `find` (last row of each size) rebuilds a full document per hit from SQLite.
+ShapeIndex answers a query from the hnswlib graph directly and takes the hits' id, uri and label from an in-memory copy of its SQLite hits table; docarray's own `find` (last row of each size) rebuilds a full document per hit from SQLite.{run_notes}
 
 Command: {commands(report)} (raw figures: `benchmarks/results/search.json`).
 """
