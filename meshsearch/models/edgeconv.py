@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .ops import Projector, UnitStack, bn_act, chunked, gather_points, knn
+from .ops import PooledEncoder, Projector, UnitStack, bn_act, gather_points, knn
 
 
 @dataclass
@@ -82,7 +82,7 @@ class EdgeConv(nn.Module):
         return bn_act(self.center(f) + pooled, self.bn)  # [B, N, C_out]
 
 
-class EdgeConvNet(nn.Module):
+class EdgeConvNet(PooledEncoder):
     """EdgeConv encoder + projector: ``(B, N, 3)`` float32 points -> ``(B, embed_dim)``."""
 
     backbone = "edgeconv"
@@ -108,13 +108,3 @@ class EdgeConvNet(nn.Module):
             per_layer.append(f)
         h = self.pointwise(torch.cat(per_layer, dim=-1))  # [B, N, hidden / 2]
         return torch.cat([h.amax(dim=1), h.mean(dim=1)], dim=-1)  # [B, hidden]
-
-    def features(self, points: torch.Tensor) -> torch.Tensor:
-        """Max- and mean-pooled point features ``(B, hidden_dim)``, >= 0."""
-        if self.training:
-            return self._encode(points)
-        return chunked(self._encode, points, self.config.chunk_size)
-
-    def forward(self, points: torch.Tensor) -> torch.Tensor:
-        """Embeddings ``(B, embed_dim)`` (raw projector output, not normalised)."""
-        return self._projector(self.dropout(self.features(points)))

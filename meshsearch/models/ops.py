@@ -415,6 +415,24 @@ class UnitStack(nn.Module):
         return x
 
 
+class PooledEncoder(nn.Module):
+    """Base of encoders that pool per-point features into one vector, then project it.
+
+    Subclasses set ``config`` (with ``chunk_size``), ``dropout`` and ``_projector`` and define
+    ``_encode``: ``(B, N, 3)`` -> pooled features ``(B, hidden_dim)``.
+    """
+
+    def features(self, points: torch.Tensor) -> torch.Tensor:
+        """Pooled point features ``(B, hidden_dim)``, >= 0 (``chunk_size`` clouds at a time in eval)."""
+        if self.training:
+            return self._encode(points)
+        return chunked(self._encode, points, self.config.chunk_size)
+
+    def forward(self, points: torch.Tensor) -> torch.Tensor:
+        """Embeddings ``(B, embed_dim)`` (raw projector output, not normalised)."""
+        return self._projector(self.dropout(self.features(points)))
+
+
 class Projector(nn.Module):
     """Embedding head ``Linear(no bias) -> BN1d -> ReLU -> Linear`` (legacy ``model.{0,1,3}``)."""
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .ops import Projector, UnitStack, chunked
+from .ops import PooledEncoder, Projector, UnitStack
 
 
 @dataclass
@@ -21,7 +21,7 @@ class PointNetConfig:
     chunk_size: int = 64
 
 
-class PointNet(nn.Module):
+class PointNet(PooledEncoder):
     """PointNet encoder + projector: ``(B, N, 3)`` float32 points -> ``(B, embed_dim)``."""
 
     backbone = "pointnet"
@@ -36,13 +36,3 @@ class PointNet(nn.Module):
 
     def _encode(self, points: torch.Tensor) -> torch.Tensor:
         return self.encoder(points).amax(dim=1)  # [B, N, hidden] -> [B, hidden]
-
-    def features(self, points: torch.Tensor) -> torch.Tensor:
-        """Max-pooled per-point features ``(B, hidden_dim)``, >= 0."""
-        if self.training:
-            return self._encode(points)
-        return chunked(self._encode, points, self.config.chunk_size)
-
-    def forward(self, points: torch.Tensor) -> torch.Tensor:
-        """Embeddings ``(B, embed_dim)`` (raw projector output, not normalised)."""
-        return self._projector(self.dropout(self.features(points)))
