@@ -10,9 +10,9 @@ from jina import requests
 
 from executors.common import MeshsearchExecutor, check_points, fail, pending
 from meshsearch.docs import ShapeDoc
-from meshsearch.models import encoder_info, load_encoder
+from meshsearch.models import encoder_info, load_encoder, resolve_precision
 from meshsearch.sampling import resample_points
-from meshsearch.train import cpu_has_amx, embed
+from meshsearch.train import embed
 
 SMALL_BATCH = 4  # requests of at most this many clouds run on ``small_batch_threads``
 
@@ -125,11 +125,3 @@ class PointConvEncoder(MeshsearchExecutor):
         return {"checkpoint": self.checkpoint, "device": self.device,
                 "precision": self._precision_of(self.model), **encoder_info(self.model)}
 
-
-def resolve_precision(precision: str, device: str) -> str:
-    """``"fp32"`` or ``"bf16"``; ``"auto"`` is bf16 where bf16 matmuls are fast (CUDA, AMX CPUs)."""
-    if precision == "auto":
-        return "bf16" if device.startswith("cuda") or cpu_has_amx() else "fp32"
-    if precision not in ("fp32", "bf16"):
-        raise ValueError(f"precision must be 'fp32', 'bf16' or 'auto', got {precision!r}")
-    return precision

@@ -30,7 +30,6 @@ import time
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +38,7 @@ import torch
 from torch import nn
 
 from meshsearch.mining import OBJECTIVES, Objective, build_objective
+from meshsearch.models import cpu_has_amx
 
 logger = logging.getLogger(__name__)
 
@@ -302,15 +302,6 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
-
-
-@cache
-def cpu_has_amx() -> bool:
-    """Whether this CPU multiplies bf16 matrices in hardware (Intel AMX): then bf16 pays on CPU."""
-    try:
-        return "amx_bf16" in Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
 
 
 def bf16_autocast(device: torch.device, amp: bool, training: bool = False):

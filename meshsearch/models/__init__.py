@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import asdict, fields
+from functools import cache
 from os import PathLike
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -31,6 +33,24 @@ BACKBONES: dict[str, tuple[type, type[nn.Module]]] = {
 }
 
 CHECKPOINT_FORMAT = "meshsearch"
+
+
+@cache
+def cpu_has_amx() -> bool:
+    """Whether this CPU multiplies bf16 matrices in hardware (Intel AMX): then bf16 pays on CPU."""
+    try:
+        return "amx_bf16" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """``"fp32"`` or ``"bf16"``; ``"auto"`` is bf16 where bf16 matmuls are fast (CUDA, AMX CPUs)."""
+    if precision == "auto":
+        return "bf16" if device.startswith("cuda") or cpu_has_amx() else "fp32"
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be 'fp32', 'bf16' or 'auto', got {precision!r}")
+    return precision
 
 
 def _backbone(name: str) -> tuple[type, type[nn.Module]]:
