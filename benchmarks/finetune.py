@@ -202,20 +202,18 @@ def run_quality(args: argparse.Namespace) -> dict:
     cfg = replace(cfg, epochs=epochs, time_budget_s=budget, milestones=milestones)
     print(f"{epochs} epochs, milestones {cfg.milestones} (gamma {cfg.gamma})", flush=True)
 
+    def timed_eval(model, num_points: int | None, what: str) -> dict:
+        t0 = time.perf_counter()
+        metrics = evaluate(model, eval_data, batch_size=cfg.eval_batch_size, device=cfg.device,
+                           num_points=num_points)
+        print(f"{what}: {fmt(metrics)} ({time.perf_counter() - t0:.0f} s)", flush=True)
+        return metrics
+
     untrained = None
     if not args.skip_untrained:
         seed_everything(cfg.seed)
         model = build_encoder(cfg.backbone, embed_dim=cfg.embed_dim, **cfg.model_config)
-        model = model.to(cfg.device)
-        t0 = time.perf_counter()
-        untrained = evaluate(
-            model,
-            eval_data,
-            batch_size=cfg.eval_batch_size,
-            device=cfg.device,
-            num_points=cfg.num_points,
-        )
-        print(f"untrained: {fmt(untrained)} ({time.perf_counter() - t0:.0f} s)", flush=True)
+        untrained = timed_eval(model.to(cfg.device), cfg.num_points, "untrained")
         del model
 
     name = f"finetune_{args.backbone}_{args.objective}" + (f"_{args.tag}" if args.tag else "")
@@ -258,16 +256,7 @@ def run_quality(args: argparse.Namespace) -> dict:
         from meshsearch.models import load_encoder
 
         model = load_encoder(workdir / "last.pt", device=cfg.device)
-        t0 = time.perf_counter()
-        trained_all = evaluate(
-            model,
-            eval_data,
-            batch_size=cfg.eval_batch_size,
-            device=cfg.device,
-            num_points=eval_points,
-        )
-        print(f"trained, evaluated on {eval_points} points: {fmt(trained_all)} "
-              f"({time.perf_counter() - t0:.0f} s)", flush=True)  # fmt: skip
+        trained_all = timed_eval(model, eval_points, f"trained, evaluated on {eval_points} points")
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(workdir / "curves.png", results / f"{name}.png")
