@@ -177,6 +177,7 @@ def run_quality(args: argparse.Namespace) -> dict:
         batch_size=args.batch,
         k_per_class=args.k,
         num_points=args.num_points,
+        up_axis=None if args.up_axis == "none" else args.up_axis,
         epochs=1,
         eval_every=args.eval_every,
         device=args.device,
@@ -345,7 +346,7 @@ def render_section() -> str:
             u, m = r.get("untrained"), r.get("trained_all_points") or r["trained"] or {}
             base = "-" if not u else f"{u['mAP@1']:.3f} / {u['mNDCG@10']:.3f} / {u['mAP']:.3f}"
             lines.append(
-                f"| {r['backbone']} | {r['objective']} | {r['minutes']:g} | {r['epochs_trained']:g} | "
+                f"| {r['backbone']} | {r['objective']} | {r['minutes']:g} | {r['epochs_trained']:.3g} | "
                 f"{base} | {m.get('mAP@1', 0):.3f} | {m.get('mAP@10', 0):.3f} | "
                 f"{m.get('mNDCG@10', 0):.3f} | {m.get('mAP', 0):.3f} | "
                 f"{_load(r)} | [png](../{r['curves']}) |"
@@ -398,6 +399,8 @@ def main(argv: list[str] | None = None) -> None:
     q.add_argument("--num-points", type=int, default=None, help="train on a random subset")
     q.add_argument("--eval-points", type=int, default=None,
                    help="final extra evaluation on this many points (default: all, if fewer trained)")  # fmt: skip
+    q.add_argument("--up-axis", default="z", choices=["x", "y", "z", "none"],
+                   help="rotation augmentation axis; none for aligned data such as ModelNet40")
     q.add_argument("--model-config", default="{}", help="JSON: fields of the backbone's config")
     q.add_argument("--margin", type=float, default=None)
     q.add_argument("--objective-kwargs", default="{}", help="JSON: keyword arguments of the loss")
