@@ -196,7 +196,7 @@ def run_quality(args: argparse.Namespace) -> dict:
         for b in batches[2 : 2 + args.probe_steps]:
             probe.train_step(b)
         epoch_s = (time.perf_counter() - t0) / args.probe_steps * len(probe.sampler)
-        epochs = max(1, int(budget / epoch_s))
+        epochs = max(1, round(budget / epoch_s))  # the time budget cuts the last one short
         del probe
         print(f"~{epoch_s:.0f} s/epoch -> {epochs} epochs", flush=True)
     milestones = tuple(sorted({max(1, round(f * epochs)) for f in args.milestones}))

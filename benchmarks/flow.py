@@ -1,11 +1,16 @@
 """End to end over gRPC against the same core in-process, in one run.
 
+For each backbone asked for (``--backbones``; default the Flow's PointConv and EdgeConv), the Flow
+is flows/index.yml with that backbone in the encoder's ``uses_with``:
+
 - /index and /search throughput (documents/s) of documents that already carry points, batch 32,
-  through flows/index.yml (loader -> encoder -> indexer, one replica each), against
+  through the Flow (loader -> encoder -> indexer, one replica each), against
   ``load_encoder`` + ``embed`` + ``ShapeIndex`` called here on the same clouds, block by block.
 - Time from Flow start to ready.
 - Round trip of one already-sampled query at k=10 against ``--indexed`` shapes (random unit
-  vectors written straight into the indexer's workspace before the Flow starts): p50 / p99.
+  vectors written straight into the indexer's workspace before the Flow starts): p50 / p99, and
+  the same request sent to no executor or to one executor only (``target_executor``), which shows
+  where the round trip goes.
 
 Prints a table, writes benchmarks/results/flow.json and rewrites the "## Flow" section of
 docs/benchmarks.md. Run: python benchmarks/flow.py
@@ -16,6 +21,7 @@ import json
 import os
 import platform
 import shutil
+import sys
 import tempfile
 import time
 from datetime import date
@@ -52,7 +58,7 @@ class InProcess:
     """What the Flow's encoder and indexer do, called directly (the encoder's defaults: precision
     "fp32", one intra-op thread for requests of at most SMALL_BATCH clouds, all cores otherwise)."""
 
-    def __init__(self, index_dir: Path) -> None:
+    def __init__(self, index_dir: Path, backbone: str) -> None:
         import torch
 
         from meshsearch.index import ShapeIndex
@@ -60,8 +66,8 @@ class InProcess:
 
         self.threads = os.cpu_count() or 1  # as the Flow's single encoder replica
         torch.manual_seed(0)
-        self.model = load_encoder(None, embed_dim=EMBED_DIM, backbone="pointconv", device="cpu")
-        self.model.precision = "fp32"
+        self.model = load_encoder(None, embed_dim=EMBED_DIM, backbone=backbone, device="cpu")
+        self.precision = getattr(self.model, "precision", "fp32")  # the executor's default
         self.index = ShapeIndex(index_dir, EMBED_DIM)
 
     def _embed(self, points: np.ndarray) -> np.ndarray:
@@ -92,7 +98,21 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def run(args: argparse.Namespace) -> dict:
+def flow_with_backbone(backbone: str, folder: Path) -> Path:
+    """flows/index.yml with ``backbone`` in the encoder's ``uses_with`` (the file itself for PointConv)."""
+    import yaml
+
+    if backbone == "pointconv":
+        return FLOW
+    config = yaml.safe_load(FLOW.read_text())
+    (encoder,) = [e for e in config["executors"] if e["name"] == "encoder"]
+    encoder["uses_with"]["backbone"] = backbone
+    path = folder / f"index-{backbone}.yml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def run(args: argparse.Namespace, backbone: str) -> dict:
     from jina import Client
 
     from meshsearch.client import local_flow
@@ -106,13 +126,13 @@ def run(args: argparse.Namespace) -> dict:
     prefill(index_dir, args.indexed)
     prefill_s = time.perf_counter() - t
     shutil.copytree(index_dir, local_dir)
-    core = InProcess(local_dir)
+    core = InProcess(local_dir, backbone)
     data = clouds(args.docs, seed=2)
     queries = clouds(args.queries, seed=3)
     rows = {"index": {"flow": [], "inprocess": []}, "search": {"flow": [], "inprocess": []}}
     try:
         start = time.perf_counter()
-        with local_flow(flow_ws, flow=FLOW) as host:
+        with local_flow(flow_ws, flow=flow_with_backbone(backbone, tmp)) as host:
             ready_s = time.perf_counter() - start
             client = Client(host=host)
 
@@ -140,17 +160,30 @@ def run(args: argparse.Namespace) -> dict:
                 latency_ms.append(1000 * timed(lambda q=query: post("/search", q, limit=10)))
             local_ms = [1000 * timed(lambda i=i: core.search_batch(queries[i : i + 1]))
                         for i in range(min(args.queries, 50))]
+            # where a round trip goes: the same one-document request sent to no executor or to
+            # one of them (target_executor: the gateway skips the others); the indexer-only
+            # queries carry an embedding, as the encoder would have set it
+            embedded = docs_for(["e"], queries[:1])
+            embedded[0].embedding = np.full(EMBED_DIM, EMBED_DIM**-0.5, dtype=np.float32)
+            hops_ms = {}
+            for name, target, query in (
+                ("gateway only", "^$", docs_for(["q"], queries[:1])),
+                ("loader", "^loader$", docs_for(["q"], queries[:1])),
+                ("encoder", "^encoder$", docs_for(["q"], queries[:1])),
+                ("indexer", "^indexer$", embedded),
+            ):
+                hops_ms[name] = float(np.median([1000 * timed(lambda q=query, t=target: client.post(
+                    "/search", inputs=q, parameters={"limit": 10}, target_executor=t,
+                    return_type=DocList[ShapeDoc])) for _ in range(min(args.queries, 40))]))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     result = {
-        "date": date.today().isoformat(), "python": platform.python_version(),
-        "cpus": os.cpu_count(), "load_before": load_before,
-        "docs": args.docs, "reps": args.reps, "batch": BATCH, "points": NUM_POINTS,
-        "indexed": args.indexed, "prefill_s": prefill_s, "ready_s": ready_s,
-        "precision": core.model.precision,
+        "backbone": backbone, "load_before": load_before, "prefill_s": prefill_s,
+        "ready_s": ready_s, "precision": core.precision,
         "latency_ms": {"p50": float(np.percentile(latency_ms, 50)),
                        "p99": float(np.percentile(latency_ms, 99)), "n": len(latency_ms),
-                       "inprocess_p50": float(np.percentile(local_ms, 50))},
+                       "inprocess_p50": float(np.percentile(local_ms, 50)),
+                       "target_executor_p50": hops_ms},
     }
     for op, sides in rows.items():
         ratios = [f / c for f, c in zip(sides["flow"], sides["inprocess"], strict=True)]
@@ -162,36 +195,51 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def section(r: dict) -> str:
-    lat = r["latency_ms"]
+    runs = r["runs"]
     lines = [
         "## Flow",
         "",
         f"flows/index.yml over gRPC against the same core in-process (`load_encoder` + `embed` + "
-        f"`ShapeIndex`), untrained PointConv, {r['docs']} documents that already carry "
+        f"`ShapeIndex`), untrained encoders, {r['docs']} documents that already carry "
         f"{r['points']} points, batch {r['batch']}, {r['reps']} blocks each running both sides "
-        f"back to back; rates are medians, ratios medians of per-block ratios. Encoder precision "
-        f"{r.get('precision', 'fp32')} (the executor's default), single queries on one thread. "
-        f"The index holds "
-        f"{r['indexed']:,} random unit vectors (written through `ShapeIndex` before the Flow "
-        f"starts). {r['date']}, Python {r['python']}, {r['cpus']} CPU cores (1-min load average "
-        f"{r['load_before']:.2f} before, {r['load_after']:.2f} after).",
+        f"back to back; rates are medians, ratios medians of per-block ratios. One Flow per "
+        f"backbone (the encoder's `backbone` set in a copy of flows/index.yml), one after the "
+        f"other in one run; encoder precision fp32 (the executor's default), single queries on "
+        f"one thread. The index holds {r['indexed']:,} random unit vectors (written through "
+        f"`ShapeIndex` before the Flow starts); a query is one `Client.post('/search')` of one "
+        f"document, as a client script sends it. {r['date']}, Python {r['python']}, "
+        f"{r['cpus']} CPU cores (1-min load average "
+        + ", ".join(f"{x['backbone']} {x['load_before']:.2f} before, {x['load_after']:.2f} after"
+                    for x in runs) + ").",
         "",
-        "| endpoint | Flow docs/s | in-process docs/s | Flow / in-process | target |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        "| backbone | /index Flow / in-process docs/s | ratio | /search Flow / in-process docs/s "
+        "| ratio | ready | one query p50 (p99) | in-process p50 |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for op in ("index", "search"):
-        lines.append(f"| /{op} | {r[op]['flow_docs_s']:.1f} | {r[op]['inprocess_docs_s']:.1f} | "
-                     f"{r[op]['ratio']:.2f}x | >= 0.85x |")
+    for x in runs:
+        lat, ix, se = x["latency_ms"], x["index"], x["search"]
+        lines.append(
+            f"| {x['backbone']} | {ix['flow_docs_s']:.1f} / {ix['inprocess_docs_s']:.1f} | "
+            f"{ix['ratio']:.2f}x | {se['flow_docs_s']:.1f} / {se['inprocess_docs_s']:.1f} | "
+            f"{se['ratio']:.2f}x | {x['ready_s']:.1f} s | {lat['p50']:.1f} ms "
+            f"({lat['p99']:.1f}) | {lat['inprocess_p50']:.1f} ms |")
     lines += [
         "",
-        "| measure | value | target |",
-        "| --- | ---: | ---: |",
-        f"| Flow start to ready (3 executors) | {r['ready_s']:.1f} s | <= 10 s |",
-        f"| /search round trip, one query, k=10, p50 | {lat['p50']:.1f} ms | <= 30 ms |",
-        f"| /search round trip, one query, k=10, p99 | {lat['p99']:.1f} ms | |",
-        f"| the same query in-process, p50 | {lat['inprocess_p50']:.1f} ms | |",
+        "Where one query's round trip goes: p50 of the same one-document `/search` request with "
+        "`target_executor` set so that the gateway calls only the executor named (the indexer's "
+        "query carries an embedding), or none:",
         "",
-        "Command: `python benchmarks/flow.py` (raw figures: `benchmarks/results/flow.json`).",
+        "| backbone | " + " | ".join(runs[0]["latency_ms"]["target_executor_p50"]) + " |",
+        "| --- |" + " ---: |" * len(runs[0]["latency_ms"]["target_executor_p50"]),
+    ]
+    for x in runs:
+        hops = x["latency_ms"]["target_executor_p50"]
+        lines.append(f"| {x['backbone']} | " + " | ".join(f"{v:.1f} ms" for v in hops.values()) + " |")
+    lines += [
+        "",
+        "Targets (issue 7): ratio >= 0.85x at batch 32, ready <= 10 s, one query p50 <= 30 ms.",
+        "",
+        f"Command: `{r['command']}` (raw figures: `benchmarks/results/flow.json`).",
         "",
     ]
     return "\n".join(lines)
@@ -214,9 +262,17 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3, help="blocks")
     parser.add_argument("--queries", type=int, default=100, help="single queries for latency")
     parser.add_argument("--indexed", type=int, default=10_000, help="shapes in the index")
+    parser.add_argument("--backbones", nargs="+", default=["pointconv", "edgeconv"],
+                        help="encoder backbones, one Flow each")
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args()
-    r = run(args)
+    r = {
+        "date": date.today().isoformat(), "python": platform.python_version(),
+        "cpus": os.cpu_count(), "docs": args.docs, "reps": args.reps, "batch": BATCH,
+        "points": NUM_POINTS, "indexed": args.indexed,
+        "command": " ".join(["python", "benchmarks/flow.py", *sys.argv[1:]]),
+        "runs": [run(args, backbone) for backbone in args.backbones],
+    }
     text = section(r)
     print(text)
     if not args.no_write:
