@@ -227,7 +227,8 @@ def section(r: dict) -> str:
         "",
         "Where one query's round trip goes: p50 of the same one-document `/search` request with "
         "`target_executor` set so that the gateway calls only the executor named (the indexer's "
-        "query carries an embedding), or none:",
+        "query carries an embedding), or none. Each is a separate median of 40 requests, so the "
+        "parts need not add up to the full round trip:",
         "",
         "| backbone | " + " | ".join(runs[0]["latency_ms"]["target_executor_p50"]) + " |",
         "| --- |" + " ---: |" * len(runs[0]["latency_ms"]["target_executor_p50"]),
@@ -240,6 +241,7 @@ def section(r: dict) -> str:
         "Targets (issue 7): ratio >= 0.85x at batch 32, ready <= 10 s, one query p50 <= 30 ms.",
         "",
         f"Command: `{r['command']}` (raw figures: `benchmarks/results/flow.json`).",
+        "",
         "",
     ]
     return "\n".join(lines)
