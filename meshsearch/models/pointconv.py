@@ -23,9 +23,9 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .ops import (
+    PooledEncoder,
     Projector,
     UnitStack,
-    chunked,
     farthest_point_sample,
     folded_unit,
     frozen_bn_stats,
@@ -207,7 +207,7 @@ class PointConvEncoder(nn.Module):
         return f3.squeeze(1).to(xyz.dtype)  # [B, hidden]
 
 
-class PointConv(nn.Module):
+class PointConv(PooledEncoder):
     """PointConv encoder + projector: ``(B, N, 3)`` float32 points -> ``(B, embed_dim)``."""
 
     backbone = "pointconv"
@@ -240,17 +240,8 @@ class PointConv(nn.Module):
         self._precision = value
 
     def _encode(self, points: torch.Tensor) -> torch.Tensor:
+        """Encoder feature ``(B, hidden_dim)`` (training ignores the precision)."""
         return self._point_encoder(points, self._dtype)
-
-    def features(self, points: torch.Tensor) -> torch.Tensor:
-        """Encoder feature before the projector: ``(B, N, 3)`` -> ``(B, hidden_dim)``, >= 0."""
-        if self.training:
-            return self._point_encoder(points)
-        return chunked(self._encode, points, self.config.chunk_size)
-
-    def forward(self, points: torch.Tensor) -> torch.Tensor:
-        """Embeddings ``(B, embed_dim)`` (raw projector output, not normalised)."""
-        return self._projector(self.dropout(self.features(points)))
 
 
 def convert_legacy_state_dict(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], bool]:
