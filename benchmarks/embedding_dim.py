@@ -32,8 +32,7 @@ def participation_ratio(x: np.ndarray) -> float:
 
 def main() -> None:
     from benchmarks.finetune import load_modelnet
-    from meshsearch.models import build_encoder, load_encoder
-    from meshsearch.train import embed
+    from meshsearch.models import build_encoder, embed, load_encoder
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", default=None)

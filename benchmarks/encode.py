@@ -241,8 +241,7 @@ def agreement(args) -> None:
     import numpy as np
     import torch
 
-    from meshsearch.models import build_encoder, load_encoder
-    from meshsearch.train import embed
+    from meshsearch.models import build_encoder, embed, load_encoder
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

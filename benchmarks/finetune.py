@@ -173,6 +173,7 @@ def run_quality(args: argparse.Namespace) -> dict:
         optimizer=args.optimizer,
         lr=args.lr,
         weight_decay=args.weight_decay,
+        scheduler=args.scheduler,
         gamma=args.gamma,
         batch_size=args.batch,
         k_per_class=args.k,
@@ -201,7 +202,8 @@ def run_quality(args: argparse.Namespace) -> dict:
         print(f"~{epoch_s:.0f} s/epoch -> {epochs} epochs", flush=True)
     milestones = tuple(sorted({max(1, round(f * epochs)) for f in args.milestones}))
     cfg = replace(cfg, epochs=epochs, time_budget_s=budget, milestones=milestones)
-    print(f"{epochs} epochs, milestones {cfg.milestones} (gamma {cfg.gamma})", flush=True)
+    print(f"{epochs} epochs, {cfg.scheduler} schedule, milestones {cfg.milestones} "
+          f"(gamma {cfg.gamma})", flush=True)
 
     def timed_eval(model, num_points: int | None, what: str) -> dict:
         t0 = time.perf_counter()
@@ -406,6 +408,7 @@ def main(argv: list[str] | None = None) -> None:
     q.add_argument("--objective-kwargs", default="{}", help="JSON: keyword arguments of the loss")
     q.add_argument("--optimizer", default="adam")
     q.add_argument("--weight-decay", type=float, default=0.0)
+    q.add_argument("--scheduler", default="multistep", help="a name of meshsearch.train.SCHEDULERS")
     q.add_argument("--gamma", type=float, default=0.5, help="LR factor at each milestone")
     q.add_argument("--milestones", nargs="+", type=float, default=[0.6, 0.85],
                    help="LR milestones as fractions of the planned epochs")  # fmt: skip

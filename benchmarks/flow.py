@@ -74,7 +74,7 @@ class InProcess:
         import torch
 
         from executors.encoder import SMALL_BATCH
-        from meshsearch.train import embed
+        from meshsearch.models import embed
 
         torch.set_num_threads(1 if len(points) <= SMALL_BATCH else self.threads)
         return embed(self.model, points, batch_size=BATCH, device="cpu")

@@ -10,9 +10,8 @@ from jina import requests
 
 from executors.common import MeshsearchExecutor, check_points, fail, pending
 from meshsearch.docs import ShapeDoc
-from meshsearch.models import encoder_info, load_encoder, resolve_precision
+from meshsearch.models import embed, encoder_info, load_encoder, resolve_precision
 from meshsearch.sampling import resample_points
-from meshsearch.train import embed
 
 SMALL_BATCH = 4  # requests of at most this many clouds run on ``small_batch_threads``
 

@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from meshsearch.mining import OBJECTIVES, Objective, build_objective
-from meshsearch.models import cpu_has_amx
+from meshsearch.models import bf16_autocast, embed
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +53,18 @@ OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     ),
     "sgd": lambda groups, lr, weight_decay: torch.optim.SGD(
         groups, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay
+    ),
+}
+
+# Learning-rate schedules, stepped once per epoch: (optimizer, config) -> scheduler.
+SCHEDULERS: dict[str, Callable[..., torch.optim.lr_scheduler.LRScheduler]] = {
+    # the tutorial's: lr x gamma at each milestone epoch
+    "multistep": lambda optimizer, config: torch.optim.lr_scheduler.MultiStepLR(
+        optimizer, milestones=list(config.milestones), gamma=config.gamma
+    ),
+    # half a cosine from lr down to lr x 0.01 over the planned epochs (milestones unused)
+    "cosine": lambda optimizer, config: torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, T_max=max(1, config.epochs), eta_min=config.lr * 0.01
     ),
 }
 
@@ -96,6 +108,7 @@ class TrainConfig:
     optimizer: str = "adam"
     lr: float = 5e-4
     weight_decay: float = 0.0
+    scheduler: str = "multistep"  # a name of SCHEDULERS
     milestones: tuple[int, ...] = (30, 60)
     gamma: float = 0.5
     epochs: int = 50
@@ -288,53 +301,11 @@ def augment(
     return points
 
 
-def _eval_subset(points: torch.Tensor, num_points: int | None) -> torch.Tensor:
-    """A fixed subset of ``num_points`` points (the same for every cloud and every call)."""
-    n0 = points.shape[1]
-    if num_points is None or num_points >= n0:
-        return points
-    idx = torch.randperm(n0, generator=torch.Generator().manual_seed(0))[:num_points]
-    return points[:, idx.to(points.device)]
-
-
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``"auto"``: CUDA when available, else CPU."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
-
-
-def bf16_autocast(device: torch.device, amp: bool, training: bool = False):
-    """bf16 autocast where it is fast: CUDA, and (for training only) CPUs with AMX.
-
-    Inference on CPU stays float32, so that embeddings do not depend on the machine that made them.
-    """
-    on = amp and (device.type == "cuda" or (training and device.type == "cpu" and cpu_has_amx()))
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=on)
-
-
-def embed(
-    model: nn.Module,
-    points: np.ndarray,
-    *,
-    batch_size: int = 64,
-    device: str | torch.device | None = None,
-    num_points: int | None = None,
-    amp: bool = True,
-) -> np.ndarray:
-    """L2-normalised embeddings ``(M, E) float32`` of clouds ``(M, N, 3)``, eval mode, no augmentation."""
-    dev = next(model.parameters()).device if device is None else torch.device(device)
-    was_training = model.training
-    model.eval()
-    out = []
-    with torch.inference_mode(), bf16_autocast(dev, amp):
-        for start in range(0, len(points), batch_size):
-            x = torch.as_tensor(np.asarray(points[start : start + batch_size], dtype=np.float32))
-            x = _eval_subset(x.to(dev), num_points)
-            e = model(x).float()
-            out.append(torch.nn.functional.normalize(e, dim=1).cpu().numpy())
-    model.train(was_training)
-    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
 def evaluate(
@@ -568,19 +539,17 @@ class Trainer:
             miner=config.miner,
             **config.objective_kwargs,
         ).to(self.device)
-        if config.optimizer not in OPTIMIZERS:
-            raise ValueError(
-                f"unknown optimizer {config.optimizer!r}; choose from {sorted(OPTIMIZERS)}"
-            )
+        for kind, name, registry in (("optimizer", config.optimizer, OPTIMIZERS),
+                                     ("scheduler", config.scheduler, SCHEDULERS)):
+            if name not in registry:
+                raise ValueError(f"unknown {kind} {name!r}; choose from {sorted(registry)}")
         for name, param in self.model.named_parameters():
             if config.freeze and name.startswith(tuple(config.freeze)):
                 param.requires_grad_(False)
         groups = [{"params": [p for p in self.model.parameters() if p.requires_grad]}]
         groups += self.objective.param_groups(config.lr)
         self.optimizer = OPTIMIZERS[config.optimizer](groups, config.lr, config.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
-            self.optimizer, milestones=list(config.milestones), gamma=config.gamma
-        )
+        self.scheduler = SCHEDULERS[config.scheduler](self.optimizer, config)
         p = max(1, config.batch_size // config.k_per_class)
         self.sampler = PKSampler(
             codes, p, config.k_per_class, config.seed, num_batches=config.max_steps_per_epoch
@@ -908,11 +877,11 @@ def pretrain(
 
 __all__ = [
     "OPTIMIZERS",
+    "SCHEDULERS",
     "PKSampler",
     "Trainer",
     "TrainConfig",
     "augment",
-    "embed",
     "encode_labels",
     "evaluate",
     "fit",

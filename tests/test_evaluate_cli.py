@@ -13,9 +13,8 @@ import torch
 
 from meshsearch.dataset import prepare, read_doclist
 from meshsearch.metrics import cosine_scores, retrieval_metrics
-from meshsearch.models import build_encoder, load_encoder, save_checkpoint
+from meshsearch.models import build_encoder, embed, load_encoder, save_checkpoint
 from meshsearch.synth import generate
-from meshsearch.train import embed
 
 REPO = Path(__file__).resolve().parents[1]
 KS = (1, 5, 10)  # the client's default cut-offs

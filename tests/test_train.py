@@ -248,6 +248,20 @@ def test_cancel_then_resume_matches_uninterrupted(reference, tmp_path) -> None:
     assert done["metrics"] == reference[1]["metrics"]
 
 
+def test_schedulers_by_name(reference, tmp_path) -> None:
+    def lrs(workdir: Path) -> list:
+        lines = (workdir / "metrics.jsonl").read_text().splitlines()
+        return [json.loads(line)["lr"] for line in lines]
+
+    assert lrs(reference[0]) == [1e-3, 1e-3, 1e-3]  # multistep at epochs 30 and 60
+    fit(*TRAIN, tiny_config(scheduler="cosine", epochs=4), tmp_path / "cos")
+    low = 1e-5  # lr x 0.01
+    expected = [low + (1e-3 - low) * (1 + math.cos(math.pi * e / 4)) / 2 for e in range(4)]
+    assert lrs(tmp_path / "cos") == pytest.approx(expected)
+    with pytest.raises(ValueError, match="unknown scheduler 'linear'"):
+        fit(*TRAIN, tiny_config(scheduler="linear"), tmp_path / "bad")
+
+
 def test_time_budget_stops_cleanly_and_evaluates(tmp_path) -> None:
     out = fit(*TRAIN, tiny_config(epochs=50, time_budget_s=0.0), tmp_path, EVAL)
     assert out["state"] == "time_budget" and out["step"] == 1 and out["metrics"] is not None

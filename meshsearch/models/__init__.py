@@ -14,6 +14,7 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -156,6 +157,51 @@ def encoder_info(model: nn.Module) -> dict[str, Any]:
     }
 
 
+def _fixed_subset(points: torch.Tensor, num_points: int | None) -> torch.Tensor:
+    """A fixed subset of ``num_points`` points (the same for every cloud and every call)."""
+    n0 = points.shape[1]
+    if num_points is None or num_points >= n0:
+        return points
+    idx = torch.randperm(n0, generator=torch.Generator().manual_seed(0))[:num_points]
+    return points[:, idx.to(points.device)]
+
+
+def bf16_autocast(device: torch.device, amp: bool, training: bool = False):
+    """bf16 autocast where it is fast: CUDA, and (for training only) CPUs with AMX.
+
+    Inference on CPU stays float32, so that embeddings do not depend on the machine that made them.
+    """
+    on = amp and (device.type == "cuda" or (training and device.type == "cpu" and cpu_has_amx()))
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=on)
+
+
+def embed(
+    model: nn.Module,
+    points: np.ndarray,
+    *,
+    batch_size: int = 64,
+    device: str | torch.device | None = None,
+    num_points: int | None = None,
+    amp: bool = True,
+) -> np.ndarray:
+    """L2-normalised embeddings ``(M, E) float32`` of clouds ``(M, N, 3)``, eval mode, no augmentation.
+
+    ``num_points``: embed the same fixed subset of every cloud (e.g. the point count it trained on).
+    """
+    dev = next(model.parameters()).device if device is None else torch.device(device)
+    was_training = model.training
+    model.eval()
+    out = []
+    with torch.inference_mode(), bf16_autocast(dev, amp):
+        for start in range(0, len(points), batch_size):
+            x = torch.as_tensor(np.asarray(points[start : start + batch_size], dtype=np.float32))
+            x = _fixed_subset(x.to(dev), num_points)
+            e = model(x).float()
+            out.append(torch.nn.functional.normalize(e, dim=1).cpu().numpy())
+    model.train(was_training)
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
 __all__ = [
     "BACKBONES",
     "EdgeConvConfig",
@@ -164,8 +210,12 @@ __all__ = [
     "PointConvConfig",
     "PointNet",
     "PointNetConfig",
+    "bf16_autocast",
     "build_encoder",
+    "cpu_has_amx",
+    "embed",
     "encoder_info",
     "load_encoder",
+    "resolve_precision",
     "save_checkpoint",
 ]
