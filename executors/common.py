@@ -13,18 +13,60 @@ from jina import Executor, requests
 
 from meshsearch.docs import ShapeDoc
 
+MAX_LIMIT = 10_000  # the most results (``limit``, ``ks``) one query may ask for
+
+# Every endpoint of the Flows and the request parameters it takes. Jina sends a request's parameters
+# to every executor on the way, so each executor checks the whole set against this one table.
+ENDPOINT_PARAMETERS: dict[str, frozenset[str]] = {
+    "/index": frozenset(),
+    "/search": frozenset({"limit", "label", "exact"}),
+    "/evaluate": frozenset({"ks"}),
+    "/encode": frozenset(),
+    "/load": frozenset(),
+    "/count": frozenset(),
+    "/delete": frozenset(),
+    "/clear": frozenset(),
+    "/info": frozenset(),
+    "/reload": frozenset({"checkpoint"}),
+    "/finetune/data": frozenset({"reset"}),
+    "/finetune/data/count": frozenset(),
+    "/finetune/status": frozenset({"job_id"}),
+    "/finetune/cancel": frozenset({"job_id"}),
+    # "/finetune": TrainConfig's fields and "data", see allowed_parameters
+}
+# Endpoints that work on documents: an empty request is a mistake, not a no-op.
+DOC_ENDPOINTS = frozenset({"/index", "/search", "/evaluate", "/encode", "/load", "/finetune/data"})
+ENDPOINTS = (*ENDPOINT_PARAMETERS, "/finetune")  # every endpoint of the Flows
+# The schemas of a handler that takes no documents or answers with a dict. jina 3.34 checks, at
+# start, that each executor's output schema fits the next one's input at every endpoint, and every
+# other executor passes ShapeDocs on; an undeclared response schema is compared as a legacy
+# document model and fails that check ("... incompatible with the input schema of ...").
+SHAPE_SCHEMAS = {"request_schema": DocList[ShapeDoc], "response_schema": DocList[ShapeDoc]}
+
 
 class MeshsearchExecutor(Executor):
-    """Base class: endpoints an executor does not serve pass its documents on unchanged.
+    """Base class: the Flows' endpoints an executor does not serve pass its documents on unchanged,
+    and an endpoint no Flow serves is an error (a typo must not pass silently).
 
     Jina chains executors per endpoint; with typed DocLists each executor must accept every
-    endpoint of the one before it, so this default handler is what lets one Flow serve all of
-    /index, /search, /evaluate and /finetune.
+    endpoint of the one before it, so the pass-through is what lets one Flow serve all of
+    /index, /search, /evaluate and /finetune. ``extra_endpoints``: endpoints of the user's own
+    executors in the same Flow, passed on as well.
     """
 
-    @requests
+    def __init__(self, extra_endpoints: Iterable[str] = (), **kwargs) -> None:
+        super().__init__(**kwargs)
+        for endpoint in extra_endpoints:
+            passthrough = next(f for f in self.requests.values() if f.fn.__name__ == "passthrough")
+            self.requests.setdefault(endpoint, passthrough)
+
+    @requests(on=ENDPOINTS)
     async def passthrough(self, docs: DocList[ShapeDoc], **kwargs) -> DocList[ShapeDoc]:
         return docs
+
+    @requests
+    async def unknown_endpoint(self, docs: DocList[ShapeDoc], **kwargs) -> DocList[ShapeDoc]:
+        raise ValueError(f"unknown endpoint; the meshsearch Flows serve {', '.join(ENDPOINTS)}")
 
     async def __acall__(self, req_endpoint: str, **kwargs):
         """Jina's dispatch to the endpoint's handler, after :func:`check_request`.
@@ -50,31 +92,6 @@ def pending(docs: Iterable[ShapeDoc]) -> list[ShapeDoc]:
 def fail(doc: ShapeDoc, reason: str) -> None:
     """Mark one document as failed, keeping the first reason it got."""
     doc.error = doc.error or reason
-
-
-MAX_LIMIT = 10_000  # the most results (``limit``, ``ks``) one query may ask for
-
-# Every endpoint of the Flows and the request parameters it takes. Jina sends a request's parameters
-# to every executor on the way, so each executor checks the whole set against this one table.
-ENDPOINT_PARAMETERS: dict[str, frozenset[str]] = {
-    "/index": frozenset(),
-    "/search": frozenset({"limit", "label", "exact"}),
-    "/evaluate": frozenset({"ks"}),
-    "/encode": frozenset(),
-    "/load": frozenset(),
-    "/count": frozenset(),
-    "/delete": frozenset(),
-    "/clear": frozenset(),
-    "/info": frozenset(),
-    "/reload": frozenset({"checkpoint"}),
-    "/finetune/data": frozenset({"reset"}),
-    "/finetune/data/count": frozenset(),
-    "/finetune/status": frozenset({"job_id"}),
-    "/finetune/cancel": frozenset({"job_id"}),
-    # "/finetune": TrainConfig's fields and "data", see allowed_parameters
-}
-# Endpoints that work on documents: an empty request is a mistake, not a no-op.
-DOC_ENDPOINTS = frozenset({"/index", "/search", "/evaluate", "/encode", "/load", "/finetune/data"})
 
 
 @cache

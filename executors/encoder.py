@@ -8,7 +8,7 @@ import torch
 from docarray import DocList
 from jina import requests
 
-from executors.common import MeshsearchExecutor, check_points, fail, pending
+from executors.common import SHAPE_SCHEMAS, MeshsearchExecutor, check_points, fail, pending
 from meshsearch.docs import ShapeDoc
 from meshsearch.models import embed, encoder_info, load_encoder, resolve_precision
 from meshsearch.sampling import resample_points
@@ -110,7 +110,7 @@ class PointConvEncoder(MeshsearchExecutor):
                 doc.embedding = vector
         return docs
 
-    @requests(on="/reload")
+    @requests(on="/reload", **SHAPE_SCHEMAS)
     def reload(self, parameters: dict, **kwargs):
         """Load ``parameters['checkpoint']`` (or the configured one again) into the serving model."""
         checkpoint = parameters.get("checkpoint", self.checkpoint)
@@ -119,7 +119,7 @@ class PointConvEncoder(MeshsearchExecutor):
         return {"checkpoint": checkpoint, "precision": self._precision_of(model),
                 **encoder_info(model)}
 
-    @requests(on="/info")
+    @requests(on="/info", **SHAPE_SCHEMAS)
     def info(self, **kwargs):
         return {"checkpoint": self.checkpoint, "device": self.device,
                 "precision": self._precision_of(self.model), **encoder_info(self.model)}

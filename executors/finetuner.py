@@ -12,7 +12,7 @@ import torch
 from docarray import DocList
 from jina import requests
 
-from executors.common import MeshsearchExecutor, check_points, pending
+from executors.common import SHAPE_SCHEMAS, MeshsearchExecutor, check_points, pending
 from meshsearch.dataset import read_doclist, write_doclist
 from meshsearch.docs import ShapeDoc
 from meshsearch.train import TrainConfig, fit
@@ -80,12 +80,12 @@ class Finetuner(MeshsearchExecutor):
             doc.points = None
         return docs
 
-    @requests(on="/finetune/data/count")
+    @requests(on="/finetune/data/count", **SHAPE_SCHEMAS)
     def count_data(self, **kwargs):
         return {split: len(d) for split, d in self._data.items()}
 
     # -- jobs -----------------------------------------------------------------------------
-    @requests(on="/finetune")
+    @requests(on="/finetune", **SHAPE_SCHEMAS)
     def start(self, parameters: dict, **kwargs):
         """Start a job; parameters are TrainConfig fields, plus an optional ``data`` folder
         holding ``train.bin``/``test.bin`` from ``meshsearch prepare``."""
@@ -104,12 +104,12 @@ class Finetuner(MeshsearchExecutor):
             self._start(job)
             return {"job_id": job_id, "state": "queued", "workdir": job["workdir"]}
 
-    @requests(on="/finetune/status")
+    @requests(on="/finetune/status", **SHAPE_SCHEMAS)
     def status(self, parameters: dict, **kwargs):
         job = dict(self._job(parameters.get("job_id")))  # a copy: the job's thread updates it
         return {k: v for k, v in job.items() if k != "config"} | {"config": job["config"]}
 
-    @requests(on="/finetune/cancel")
+    @requests(on="/finetune/cancel", **SHAPE_SCHEMAS)
     def cancel(self, parameters: dict, **kwargs):
         job = self._job(parameters.get("job_id"))
         if job["job_id"] in self._stops:

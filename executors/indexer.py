@@ -11,6 +11,7 @@ from jina import requests
 
 from executors.common import (  # MAX_LIMIT: also imported from here by the merger
     MAX_LIMIT,
+    SHAPE_SCHEMAS,
     MeshsearchExecutor,
     bool_param,
     fail,
@@ -152,20 +153,17 @@ class ShapeIndexer(MeshsearchExecutor):
             doc.points = None
         return docs
 
-    # Control endpoints declare both schemas: jina 3.34 checks, at start, that each executor's
-    # output schema fits the next one's input; an endpoint with an undeclared response schema is
-    # compared as a legacy document model and, depending on the order in which the executors
-    # answer the gateway, fails that check ("... incompatible with the input schema of indexer").
-    @requests(on="/delete", request_schema=DocList[ShapeDoc], response_schema=DocList[ShapeDoc])
+    # Control endpoints declare both schemas (executors.common.SHAPE_SCHEMAS).
+    @requests(on="/delete", **SHAPE_SCHEMAS)
     async def delete(self, docs: DocList[ShapeDoc], **kwargs):
         deleted = self.index.delete([d.id for d in docs])
         return self._answer(docs, deleted=deleted, count=self.index.count())
 
-    @requests(on="/count", request_schema=DocList[ShapeDoc], response_schema=DocList[ShapeDoc])
+    @requests(on="/count", **SHAPE_SCHEMAS)
     async def count(self, **kwargs):
         return self._answer(count=self.index.count())
 
-    @requests(on="/clear", request_schema=DocList[ShapeDoc], response_schema=DocList[ShapeDoc])
+    @requests(on="/clear", **SHAPE_SCHEMAS)
     async def clear(self, **kwargs):
         cleared = self.index.clear()
         return self._answer(cleared=cleared, count=self.index.count())

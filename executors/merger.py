@@ -22,7 +22,7 @@ from typing import Optional
 from docarray import DocList
 from jina import requests
 
-from executors.common import MAX_LIMIT, MeshsearchExecutor, int_param
+from executors.common import ENDPOINTS, MAX_LIMIT, MeshsearchExecutor, int_param
 from meshsearch.docs import Match, ShapeDoc
 
 FIGURES_PREFIX = "__shard_figures__/"  # the id of a shard's figures document, before its shard id
@@ -111,7 +111,7 @@ class ShardMerger(MeshsearchExecutor):
         super().__init__(**kwargs)
         self.default_limit = default_limit
 
-    @requests
+    @requests(on=ENDPOINTS)
     async def passthrough(
         self, docs: DocList[ShapeDoc], docs_matrix=None, **kwargs
     ) -> DocList[ShapeDoc]:

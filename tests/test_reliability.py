@@ -204,7 +204,25 @@ BAD_REQUESTS = [  # (endpoint, parameters, documents?, expected error)
     ("/count", {"verbose": True}, False, r"/count: unknown parameter 'verbose'"),
     ("/finetune", {"epochz": 3}, False, r"/finetune: unknown parameter 'epochz'"),
     ("/finetune/status", {"job_id": "nope"}, False, r"no finetuning job"),
+    ("/serach", {}, True, r"unknown endpoint; the meshsearch Flows serve /index, /search, "),
 ]
+
+
+def test_executors_pass_on_the_flows_endpoints_and_refuse_others():
+    """Every executor passes on the endpoints it does not serve, the user's ``extra_endpoints``
+    too; an endpoint outside them reaches ``unknown_endpoint`` (/serach above, through a Flow)."""
+    from executors.common import ENDPOINTS
+    from executors.evaluator import RetrievalEvaluator
+    from executors.loader import MeshLoader
+    from executors.merger import ShardMerger
+
+    owners = {MeshLoader: "MeshsearchExecutor", RetrievalEvaluator: "MeshsearchExecutor",
+              ShardMerger: "ShardMerger"}  # the merger's pass-through joins the shards' documents
+    for cls, owner in owners.items():
+        served = {k: f.fn.__qualname__ for k, f in cls(extra_endpoints=["/mine"]).requests.items()}
+        assert set(ENDPOINTS) | {"/mine"} <= set(served), cls
+        assert served["/default"] == "MeshsearchExecutor.unknown_endpoint"
+        assert served["/mine"] == served["/info"] == f"{owner}.passthrough"
 
 
 @pytest.mark.parametrize(("endpoint", "parameters", "with_docs", "reason"), BAD_REQUESTS,
