@@ -11,8 +11,9 @@ Quality (train from scratch within a time budget, evaluate test-vs-train retriev
 
 ``--num-points`` trains (and evaluates during the run) on a random subset of each cloud,
 ``--eval-points`` adds a final evaluation on that many points (all 1024 by default when the run
-used fewer), ``--model-config``/``--objective-kwargs`` take JSON, ``--milestones`` are fractions of
-the planned epochs (``--epochs`` fixes the plan instead of timing a few steps).
+used fewer), ``--model-config``/``--objective-kwargs`` take JSON, ``--scheduler`` names the
+learning-rate schedule (``multistep``, whose ``--milestones`` are fractions of the planned epochs, or
+``cosine``); ``--epochs`` fixes the plan instead of timing a few steps.
 
 Results go to ``benchmarks/results/finetune_*.json`` (+ the curve PNG) and the "## Finetuning"
 section of ``docs/benchmarks.md``. The ModelNet40 clouds are read once and cached as one .npz
@@ -202,8 +203,8 @@ def run_quality(args: argparse.Namespace) -> dict:
         print(f"~{epoch_s:.0f} s/epoch -> {epochs} epochs", flush=True)
     milestones = tuple(sorted({max(1, round(f * epochs)) for f in args.milestones}))
     cfg = replace(cfg, epochs=epochs, time_budget_s=budget, milestones=milestones)
-    print(f"{epochs} epochs, {cfg.scheduler} schedule, milestones {cfg.milestones} "
-          f"(gamma {cfg.gamma})", flush=True)
+    steps = f", milestones {cfg.milestones} (gamma {cfg.gamma})" if cfg.scheduler == "multistep" else ""
+    print(f"{epochs} epochs, {cfg.scheduler} schedule{steps}", flush=True)
 
     def timed_eval(model, num_points: int | None, what: str) -> dict:
         t0 = time.perf_counter()

@@ -56,8 +56,8 @@ class MeshsearchExecutor(Executor):
 
     def __init__(self, extra_endpoints: Iterable[str] = (), **kwargs) -> None:
         super().__init__(**kwargs)
+        passthrough = next(f for f in self.requests.values() if f.fn.__name__ == "passthrough")
         for endpoint in extra_endpoints:
-            passthrough = next(f for f in self.requests.values() if f.fn.__name__ == "passthrough")
             self.requests.setdefault(endpoint, passthrough)
 
     @requests(on=ENDPOINTS)
