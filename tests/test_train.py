@@ -72,16 +72,17 @@ def tiny_config(**kw) -> TrainConfig:
     return TrainConfig(**base)
 
 
+def logged(workdir: Path, key: str) -> list:
+    """One field of every ``metrics.jsonl`` record."""
+    return [json.loads(line)[key] for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
 def epochs_of(workdir: Path) -> list:
-    return [
-        json.loads(line)["epoch"] for line in (workdir / "metrics.jsonl").read_text().splitlines()
-    ]
+    return logged(workdir, "epoch")
 
 
 def losses_of(workdir: Path) -> list:
-    return [
-        json.loads(line)["loss"] for line in (workdir / "metrics.jsonl").read_text().splitlines()
-    ]
+    return logged(workdir, "loss")
 
 
 # -- PKSampler ----------------------------------------------------------------------------------
@@ -249,15 +250,11 @@ def test_cancel_then_resume_matches_uninterrupted(reference, tmp_path) -> None:
 
 
 def test_schedulers_by_name(reference, tmp_path) -> None:
-    def lrs(workdir: Path) -> list:
-        lines = (workdir / "metrics.jsonl").read_text().splitlines()
-        return [json.loads(line)["lr"] for line in lines]
-
-    assert lrs(reference[0]) == [1e-3, 1e-3, 1e-3]  # multistep at epochs 30 and 60
+    assert logged(reference[0], "lr") == [1e-3, 1e-3, 1e-3]  # multistep at epochs 30 and 60
     fit(*TRAIN, tiny_config(scheduler="cosine", epochs=4), tmp_path / "cos")
     low = 1e-5  # lr x 0.01
     expected = [low + (1e-3 - low) * (1 + math.cos(math.pi * e / 4)) / 2 for e in range(4)]
-    assert lrs(tmp_path / "cos") == pytest.approx(expected)
+    assert logged(tmp_path / "cos", "lr") == pytest.approx(expected)
     with pytest.raises(ValueError, match="unknown scheduler 'linear'"):
         fit(*TRAIN, tiny_config(scheduler="linear"), tmp_path / "bad")
 
