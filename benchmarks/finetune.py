@@ -198,7 +198,8 @@ def run_quality(args: argparse.Namespace) -> dict:
         for b in batches[2 : 2 + args.probe_steps]:
             probe.train_step(b)
         epoch_s = (time.perf_counter() - t0) / args.probe_steps * len(probe.sampler)
-        epochs = max(1, round(budget / epoch_s))  # the time budget cuts the last one short
+        # 8% in reserve for checkpoints and noise: cut short, a cosine schedule never decays
+        epochs = max(1, int(budget * 0.92 / epoch_s))
         del probe
         print(f"~{epoch_s:.0f} s/epoch -> {epochs} epochs", flush=True)
     milestones = tuple(sorted({max(1, round(f * epochs)) for f in args.milestones}))
@@ -414,7 +415,7 @@ def main(argv: list[str] | None = None) -> None:
     q.add_argument("--milestones", nargs="+", type=float, default=[0.6, 0.85],
                    help="LR milestones as fractions of the planned epochs")  # fmt: skip
     q.add_argument("--epochs", type=int, default=None, help="planned epochs (default: timed)")
-    q.add_argument("--probe-steps", type=int, default=6, help="timed steps to plan the epochs")
+    q.add_argument("--probe-steps", type=int, default=20, help="timed steps to plan the epochs")
     q.add_argument("--eval-every", type=int, default=0, help="epochs between evaluations")
     q.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True,
                    help="bf16 autocast in training (CUDA, or CPU with AMX)")  # fmt: skip

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -13,7 +15,7 @@ from meshsearch.models import (
     save_checkpoint,
 )
 from meshsearch.models.edgeconv import EdgeConv, winning_neighbours
-from meshsearch.models.ops import gather_points, knn
+from meshsearch.models.ops import fused_when_large, gather_points, knn
 
 SMALL = dict(k=8, edge_dims=(16, 16), hidden_dim=64, projector_dim=64)
 
@@ -61,6 +63,29 @@ def test_training_and_inference_pooling_agree():
     with torch.no_grad():
         plain = layer(x, idx)
     assert torch.equal(layer(x, idx).detach(), plain)
+
+
+def test_compiled_winners_equal_the_eager_loop():
+    """A training-sized call goes through torch.compile; it picks the same winners, ties included."""
+    x = _clouds(16, 1024)
+    idx = knn(x, x, 16)
+    q = torch.randn(16, 1024, 64, generator=torch.Generator().manual_seed(1)).bfloat16()
+    q[:, :, :8] = 0  # whole channels of ties: the first neighbour slot wins in both
+    assert q.numel() >= 1 << 20  # above fused_when_large's threshold
+    assert torch.equal(winning_neighbours(q, idx), winning_neighbours.__wrapped__(q, idx))
+
+
+def test_failed_compilation_falls_back_to_eager(monkeypatch):
+    def broken(*args):
+        raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setattr(torch, "compile", lambda fn: broken)
+    run = fused_when_large(min_elements=1)(lambda x: x * 2)
+    with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler"):
+        assert torch.equal(run(torch.ones(3)), torch.full((3,), 2.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no second try, no second warning
+        assert torch.equal(run(torch.ones(2)), torch.full((2,), 2.0))
 
 
 def test_eval_deterministic_and_chunk_independent():

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .ops import PooledEncoder, Projector, UnitStack
+from .ops import PooledEncoder, Projector, UnitStack, max_over
 
 
 @dataclass
@@ -35,4 +35,4 @@ class PointNet(PooledEncoder):
         self._projector = Projector(config.hidden_dim, config.projector_dim, config.embed_dim)
 
     def _encode(self, points: torch.Tensor) -> torch.Tensor:
-        return self.encoder(points).amax(dim=1)  # [B, N, hidden] -> [B, hidden]
+        return max_over(self.encoder(points), dim=1)  # [B, N, hidden] -> [B, hidden]
