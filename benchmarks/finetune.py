@@ -13,7 +13,8 @@ Quality (train from scratch within a time budget, evaluate test-vs-train retriev
 ``--eval-points`` adds a final evaluation on that many points (all 1024 by default when the run
 used fewer), ``--model-config``/``--objective-kwargs`` take JSON, ``--scheduler`` names the
 learning-rate schedule (``multistep``, whose ``--milestones`` are fractions of the planned epochs, or
-``cosine``); ``--epochs`` fixes the plan instead of timing a few steps.
+``cosine``); ``--epochs`` fixes the plan instead of timing ``--probe-steps`` steps (the plan keeps
+``--reserve`` of the budget spare, so that a cosine schedule decays before the budget runs out).
 
 Results go to ``benchmarks/results/finetune_*.json`` (+ the curve PNG) and the "## Finetuning"
 section of ``docs/benchmarks.md``. The ModelNet40 clouds are read once and cached as one .npz
@@ -198,8 +199,8 @@ def run_quality(args: argparse.Namespace) -> dict:
         for b in batches[2 : 2 + args.probe_steps]:
             probe.train_step(b)
         epoch_s = (time.perf_counter() - t0) / args.probe_steps * len(probe.sampler)
-        # 8% in reserve for checkpoints and noise: cut short, a cosine schedule never decays
-        epochs = max(1, int(budget * 0.92 / epoch_s))
+        # a reserve for checkpoints and noise: cut short, a cosine schedule never decays
+        epochs = max(1, int(budget * (1 - args.reserve) / epoch_s))
         del probe
         print(f"~{epoch_s:.0f} s/epoch -> {epochs} epochs", flush=True)
     milestones = tuple(sorted({max(1, round(f * epochs)) for f in args.milestones}))
@@ -416,6 +417,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="LR milestones as fractions of the planned epochs")  # fmt: skip
     q.add_argument("--epochs", type=int, default=None, help="planned epochs (default: timed)")
     q.add_argument("--probe-steps", type=int, default=20, help="timed steps to plan the epochs")
+    q.add_argument("--reserve", type=float, default=0.04,
+                   help="fraction of the budget left out when planning the epochs")
     q.add_argument("--eval-every", type=int, default=0, help="epochs between evaluations")
     q.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True,
                    help="bf16 autocast in training (CUDA, or CPU with AMX)")  # fmt: skip
