@@ -88,6 +88,14 @@ def test_failed_compilation_falls_back_to_eager(monkeypatch):
         assert torch.equal(run(torch.ones(2)), torch.full((2,), 2.0))
 
 
+def test_an_error_of_the_function_itself_is_raised_not_blamed_on_compilation():
+    run = fused_when_large(min_elements=1)(lambda x: x @ x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "compilation failed" warning
+        with pytest.raises(RuntimeError, match="cannot be multiplied"):
+            run(torch.ones(3, 1))  # [3, 1] @ [3, 1] fails eagerly too
+
+
 def test_eval_deterministic_and_chunk_independent():
     torch.manual_seed(0)
     model = build_encoder("edgeconv", embed_dim=32, chunk_size=2, **SMALL).eval()

@@ -174,8 +174,9 @@ def fused_when_large(min_elements: int = 1 << 20) -> Callable:
 
     For loops of elementwise steps over large tensors, where inductor fuses the whole loop into one
     kernel (a training batch); small calls (single queries, tests) skip the seconds of compilation.
-    A failed compilation (no C++ compiler, an unsupported platform) warns once and falls back to
-    ``fn`` for good; ``TORCHDYNAMO_DISABLE=1`` turns compilation off altogether.
+    A failed compilation (no C++ compiler, an unsupported platform: the compiled call fails where
+    ``fn`` succeeds) warns once and falls back to ``fn`` for good; an error of ``fn``'s own is
+    raised as it is. ``TORCHDYNAMO_DISABLE=1`` turns compilation off altogether.
     """
 
     def wrap(fn: Callable) -> Callable:
@@ -189,13 +190,14 @@ def fused_when_large(min_elements: int = 1 << 20) -> Callable:
                 fast.append(torch.compile(fn))
             try:
                 return fast[0](x, *args, **kwargs)
-            except Exception as exc:  # noqa: BLE001 - compilation, not fn, failed: fn re-raises its own
+            except Exception as exc:
                 if fast[0] is fn:
                     raise
+                out = fn(x, *args, **kwargs)  # an error of fn's own (bad input) raises here
                 warnings.warn(f"torch.compile of {fn.__qualname__} failed ({type(exc).__name__}: "
                               f"{exc}); running it eagerly", RuntimeWarning, stacklevel=2)
                 fast[0] = fn
-                return fn(x, *args, **kwargs)
+                return out
 
         return run
 
