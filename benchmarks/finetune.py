@@ -16,6 +16,11 @@ learning-rate schedule (``multistep``, whose ``--milestones`` are fractions of t
 ``cosine``); ``--epochs`` fixes the plan instead of timing ``--probe-steps`` steps (the plan keeps
 ``--reserve`` of the budget spare, so that a cosine schedule decays before the budget runs out).
 
+Evaluation alone of a saved encoder (e.g. with another ``train_points``)::
+
+    python benchmarks/finetune.py --evaluate runs/last.pt --eval-points 1024 \
+        --model-config '{"train_points": 512}'
+
 Results go to ``benchmarks/results/finetune_*.json`` (+ the curve PNG) and the "## Finetuning"
 section of ``docs/benchmarks.md``. The ModelNet40 clouds are read once and cached as one .npz
 under /tmp.
@@ -192,17 +197,23 @@ def run_quality(args: argparse.Namespace) -> dict:
     epochs = args.epochs
     if epochs is None:
         probe = Trainer(data["train_points"], data["train_labels"], cfg)
-        batches = probe.sampler.epoch_batches(0)
-        for b in batches[:2]:  # warm-up
+        timed = probe.sampler.epoch_batches(0)[: args.probe_steps]
+        for b in timed[:2]:  # warm-up
             probe.train_step(b)
+        graph_s = 0.0
+        if probe.neighbours is not None:  # built once per cloud, in the first epoch: time apart
+            probe.neighbours(torch.as_tensor(np.concatenate(list(timed))), None)
+            per_cloud = probe.neighbours.seconds / int(probe.neighbours.built.sum())
+            graph_s = per_cloud * len(data["train_points"])
         t0 = time.perf_counter()
-        for b in batches[2 : 2 + args.probe_steps]:
+        for b in timed:
             probe.train_step(b)
-        epoch_s = (time.perf_counter() - t0) / args.probe_steps * len(probe.sampler)
+        epoch_s = (time.perf_counter() - t0) / len(timed) * len(probe.sampler)
         # a reserve for checkpoints and noise: cut short, a cosine schedule never decays
-        epochs = max(1, int(budget * (1 - args.reserve) / epoch_s))
+        epochs = max(1, int((budget * (1 - args.reserve) - graph_s) / epoch_s))
         del probe
-        print(f"~{epoch_s:.0f} s/epoch -> {epochs} epochs", flush=True)
+        print(f"~{epoch_s:.0f} s/epoch + {graph_s:.0f} s of kNN graphs -> {epochs} epochs",
+              flush=True)  # fmt: skip
     milestones = tuple(sorted({max(1, round(f * epochs)) for f in args.milestones}))
     cfg = replace(cfg, epochs=epochs, time_budget_s=budget, milestones=milestones)
     steps = f", milestones {cfg.milestones} (gamma {cfg.gamma})" if cfg.scheduler == "multistep" else ""
@@ -250,7 +261,7 @@ def run_quality(args: argparse.Namespace) -> dict:
         (t_first, s_first), (t_last, s_last) = steps_timed
         clouds_per_s = (s_last - s_first) * cfg.batch_size / max(t_last - t_first, 1e-9)
     print(f"trained: {fmt(summary['metrics'])}", flush=True)
-    trained_all = None
+    trained_all, neighbours = None, None
     eval_points = args.eval_points or 0
     if (
         args.eval_points is None
@@ -262,6 +273,7 @@ def run_quality(args: argparse.Namespace) -> dict:
         from meshsearch.models import load_encoder
 
         model = load_encoder(workdir / "last.pt", device=cfg.device)
+        neighbours = getattr(model, "neighbour_count", lambda n: None)(eval_points)
         trained_all = timed_eval(model, eval_points, f"trained, evaluated on {eval_points} points")
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
@@ -283,6 +295,7 @@ def run_quality(args: argparse.Namespace) -> dict:
         "eval_points": cfg.num_points or data["test_points"].shape[1],
         "trained_eval_points": eval_points or None,
         "trained_all_points": trained_all,
+        "trained_all_neighbours": neighbours,  # EdgeConv's k at that density
         "evals": [
             {"epoch": r["epoch"], "elapsed": r["elapsed"], "metrics": r["metrics"]}
             for r in records
@@ -296,6 +309,28 @@ def run_quality(args: argparse.Namespace) -> dict:
         "note": args.note,
     }
     (results / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def run_evaluate(args: argparse.Namespace) -> dict:
+    """Test-vs-train retrieval metrics of a saved encoder on ModelNet40 (no training)."""
+    from meshsearch.models import load_encoder
+    from meshsearch.train import evaluate
+
+    data = load_modelnet()
+    model = load_encoder(args.evaluate, device=args.device, **json.loads(args.model_config))
+    n = args.eval_points or data["test_points"].shape[1]
+    t0 = time.perf_counter()
+    metrics = evaluate(model, (data["test_points"], data["test_labels"], data["train_points"],
+                               data["train_labels"]), device=args.device, num_points=n)  # fmt: skip
+    result = {
+        "checkpoint": args.evaluate,
+        "eval_points": n,
+        "neighbours": getattr(model, "neighbour_count", lambda m: None)(n),
+        "seconds": round(time.perf_counter() - t0, 1),
+        **{k: round(metrics[k], 4) for k in SHOWN_METRICS},
+    }
+    print(json.dumps(result), flush=True)
     return result
 
 
@@ -342,17 +377,20 @@ def render_section() -> str:
             "Metrics after the last epoch (no model selection on the test split).",
             "",
             "| backbone | objective | budget min | epochs | untrained mAP@1 / mNDCG@10 / mAP | "
-            "trained mAP@1 | mAP@10 | mNDCG@10 | mAP | load avg | curves |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
+            "eval points | trained mAP@1 | mAP@10 | mNDCG@10 | mAP | load avg | curves |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for p in runs:
             r = json.loads(p.read_text())
             # runs trained on point subsets are also evaluated on all points: show that one
             u, m = r.get("untrained"), r.get("trained_all_points") or r["trained"] or {}
             base = "-" if not u else f"{u['mAP@1']:.3f} / {u['mNDCG@10']:.3f} / {u['mAP']:.3f}"
+            points = r.get("trained_eval_points") if r.get("trained_all_points") else r.get("eval_points", 1024)
+            if r.get("trained_all_points") and r.get("trained_all_neighbours"):
+                points = f"{points} (k {r['trained_all_neighbours']})"
             lines.append(
                 f"| {r['backbone']} | {r['objective']} | {r['minutes']:g} | {r['epochs_trained']:.3g} | "
-                f"{base} | {m.get('mAP@1', 0):.3f} | {m.get('mAP@10', 0):.3f} | "
+                f"{base} | {points} | {m.get('mAP@1', 0):.3f} | {m.get('mAP@10', 0):.3f} | "
                 f"{m.get('mNDCG@10', 0):.3f} | {m.get('mAP', 0):.3f} | "
                 f"{_load(r)} | [png](../{r['curves']}) |"
             )
@@ -383,6 +421,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--throughput", action="store_true")
     ap.add_argument("--throughput-one", nargs=2, metavar=("BACKBONE", "BATCH"))
     ap.add_argument("--quality", action="store_true")
+    ap.add_argument("--evaluate", metavar="CHECKPOINT",
+                    help="only evaluate this encoder (--eval-points, --model-config overrides)")  # fmt: skip
     ap.add_argument("--backbones", nargs="+", default=["pointconv", "pointnet"])
     ap.add_argument("--batches", nargs="+", type=int, default=[32, 64])
     ap.add_argument("--steps", type=int, default=None, help="timed steps per configuration")
@@ -432,8 +472,11 @@ def main(argv: list[str] | None = None) -> None:
         r = throughput_one(backbone, int(batch), args.device, args.objective, args.steps or 3)
         print(json.dumps(r))
         return
+    if args.evaluate:
+        run_evaluate(args)
+        return
     if not (args.throughput or args.quality):
-        ap.error("choose --throughput and/or --quality")
+        ap.error("choose --throughput and/or --quality (or --evaluate)")
     if args.throughput:
         run_throughput(args)
     if args.quality:

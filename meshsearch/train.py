@@ -39,6 +39,7 @@ from torch import nn
 
 from meshsearch.mining import OBJECTIVES, Objective, build_objective
 from meshsearch.models import bf16_autocast, embed
+from meshsearch.models.ops import sorted_knn, subset_neighbours
 
 logger = logging.getLogger(__name__)
 
@@ -264,6 +265,15 @@ def rotation_matrices(angles: torch.Tensor, axis: str = "z") -> torch.Tensor:
     return rot
 
 
+def random_subsets(
+    b: int, n0: int, num_points: int, generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """Indices ``(b, num_points)`` of a uniformly random subset of ``n0`` points per cloud."""
+    keys = torch.rand(b, n0, generator=generator, device=device)
+    return keys.argsort(dim=1)[:, :num_points]
+
+
 def augment(
     points: torch.Tensor,
     *,
@@ -287,7 +297,7 @@ def augment(
         return torch.rand(*shape, generator=generator, device=dev, dtype=dtype)
 
     if num_points is not None and num_points < n0:
-        idx = rand(b, n0).argsort(dim=1)[:, :num_points]
+        idx = random_subsets(b, n0, num_points, generator, dev)
         points = torch.gather(points, 1, idx.unsqueeze(-1).expand(-1, -1, 3))
     if scale_range is not None:
         lo, hi = scale_range
@@ -299,6 +309,67 @@ def augment(
         noise = torch.randn(points.shape, generator=generator, device=dev, dtype=dtype)
         points = points + (jitter * noise).clamp_(-jitter_clip, jitter_clip)
     return points
+
+
+class NeighbourCache:
+    """The kNN graphs of the training subclouds without a kNN search per step.
+
+    Holds the sorted kNN graph (:func:`sorted_knn`) of each whole training cloud, built the first
+    time the cloud is drawn, and filters it down to each step's random subset
+    (:func:`subset_neighbours`). The graph is the clean cloud's: rotation about an axis and a
+    uniform scale leave it unchanged, and jitter is noise on the positions, not on the shape.
+    """
+
+    MAX_BYTES = 4 << 30  # beyond this the cache would cost more memory than its time is worth
+
+    def __init__(self, points: torch.Tensor, k: int, num_points: int) -> None:
+        n, n0 = points.shape[:2]
+        self.points, self.k = points, k
+        self.width = self.list_length(k, n0, num_points)
+        self.graph = torch.empty((n, n0, self.width), dtype=self.index_dtype(n0),
+                                 device=points.device)  # fmt: skip
+        self.built = torch.zeros(n, dtype=torch.bool, device=points.device)
+        self.seconds = 0.0  # spent building graphs
+
+    @staticmethod
+    def index_dtype(n0: int) -> torch.dtype:
+        return torch.int16 if n0 <= torch.iinfo(torch.int16).max else torch.int32
+
+    @staticmethod
+    def list_length(k: int, n0: int, num_points: int) -> int:
+        """Neighbours kept per point: enough to hold ``k`` members of a random subset of
+        ``num_points`` of the ``n0`` points (it keeps ``num_points / n0`` of a list) but a few in
+        10^4 rows."""
+        return min(n0, k if num_points >= n0 else math.ceil(1.5 * k * n0 / num_points) + 8)
+
+    @classmethod
+    def for_model(
+        cls, model: nn.Module, points: torch.Tensor, num_points: int | None
+    ) -> NeighbourCache | None:
+        """A cache when ``model`` runs on a kNN graph (it has ``neighbour_count``) and the graphs
+        fit in :attr:`MAX_BYTES`; else None (the model searches its neighbours itself)."""
+        if not hasattr(model, "neighbour_count"):
+            return None
+        n, n0 = points.shape[:2]
+        s = min(num_points or n0, n0)
+        k = model.neighbour_count(s)
+        if n * n0 * cls.list_length(k, n0, s) * cls.index_dtype(n0).itemsize > cls.MAX_BYTES:
+            return None
+        return cls(points, k, s)
+
+    def __call__(self, index: torch.Tensor, subset: torch.Tensor | None) -> torch.Tensor:
+        """kNN graph ``[B, S, k]`` of the clouds ``index [B]`` cut to ``subset [B, S]`` (None: all)."""
+        todo = index[~self.built[index]].unique()
+        if len(todo):
+            t0 = time.perf_counter()
+            for part in todo.split(64):
+                self.graph[part] = sorted_knn(self.points[part], self.width).to(self.graph.dtype)
+            self.built[todo] = True
+            self.seconds += time.perf_counter() - t0
+        nearest = self.graph[index]
+        if subset is None:
+            return nearest[..., : self.k].long()
+        return subset_neighbours(nearest, subset, self.k)
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -529,6 +600,11 @@ class Trainer:
         self.model = (model if model is not None else _build_model(config, self.device)).to(
             self.device
         )
+        n0 = self.points.shape[1]
+        model_config = getattr(self.model, "config", None)
+        if getattr(model_config, "train_points", 0) is None:  # a backbone whose k has a density
+            model_config.train_points = min(config.num_points or n0, n0)  # the one it trains at
+        self.neighbours = NeighbourCache.for_model(self.model, self.points, config.num_points)
         embed_dim = getattr(self.model, "embed_dim", config.embed_dim)
         self.objective: Objective = build_objective(
             config.objective,
@@ -627,9 +703,14 @@ class Trainer:
         """One optimisation step on the batch ``idx``; returns the loss (skipped: no update)."""
         c = self.config
         index = torch.as_tensor(idx, device=self.points.device)
+        clouds, subset = self.points[index], None
+        if c.num_points is not None and c.num_points < clouds.shape[1]:
+            subset = random_subsets(len(index), clouds.shape[1], c.num_points, self.generator,
+                                    clouds.device)  # fmt: skip
+            clouds = clouds.gather(1, subset.unsqueeze(-1).expand(-1, -1, 3))
+        graph = {} if self.neighbours is None else {"neighbours": self.neighbours(index, subset)}
         x = augment(
-            self.points[index],
-            num_points=c.num_points,
+            clouds,
             up_axis=c.up_axis,
             jitter=c.jitter,
             jitter_clip=c.jitter_clip,
@@ -638,8 +719,9 @@ class Trainer:
         )
         x = x.to(self.device, non_blocking=True)
         y = self.labels[index].to(self.device, non_blocking=True)
+        graph = {name: g.to(self.device, non_blocking=True) for name, g in graph.items()}
         with bf16_autocast(self.device, c.amp, training=True):
-            emb = self.model(x)
+            emb = self.model(x, **graph)
         loss = self.objective(emb.float(), y)
         if self.objective.skipped:
             self.skipped += 1

@@ -15,7 +15,14 @@ from meshsearch.models import (
     save_checkpoint,
 )
 from meshsearch.models.edgeconv import EdgeConv, winning_neighbours
-from meshsearch.models.ops import fused_when_large, gather_points, knn
+from meshsearch.models.ops import (
+    fused_when_large,
+    gather_points,
+    knn,
+    sorted_knn,
+    square_distance,
+    subset_neighbours,
+)
 
 SMALL = dict(k=8, edge_dims=(16, 16), hidden_dim=64, projector_dim=64)
 
@@ -138,3 +145,62 @@ def test_checkpoint_round_trip(tmp_path):
     x = _clouds(2, 100)
     with torch.inference_mode():
         assert torch.equal(loaded(x), model(x))
+
+
+# -- density and precomputed graphs -------------------------------------------------------------
+
+
+def test_k_follows_the_density_it_trained_at():
+    model = build_encoder("edgeconv", embed_dim=32, **{**SMALL, "k": 16}, train_points=512)
+    assert [model.neighbour_count(n) for n in (1024, 512, 256, 20, 10)] == [32, 16, 8, 1, 1]
+    fixed = build_encoder("edgeconv", embed_dim=32, **{**SMALL, "k": 16})
+    assert [fixed.neighbour_count(n) for n in (1024, 512, 10)] == [16, 16, 10]
+
+
+def test_denser_cloud_searches_more_neighbours(monkeypatch):
+    """A cloud twice as dense as the training clouds runs on a 2k-neighbour graph."""
+    import meshsearch.models.edgeconv as edgeconv
+
+    seen = []
+    monkeypatch.setattr(edgeconv, "knn", lambda c, x, k: seen.append(k) or knn(c, x, k))
+    model = build_encoder("edgeconv", embed_dim=32, **SMALL, train_points=64).eval()
+    with torch.inference_mode():
+        model(_clouds(2, 128))
+    assert seen == [2 * SMALL["k"]]
+
+
+def test_sorted_knn_is_nearest_first():
+    x = _clouds(3, 200)
+    nn_ = sorted_knn(x, 12)
+    d = square_distance(x, x).gather(2, nn_)
+    assert torch.equal(nn_[:, :, 0], torch.arange(200).expand(3, 200))  # itself first
+    assert (d.diff(dim=2) >= 0).all()
+    assert torch.equal(nn_.sort(-1).values, knn(x, x, 12).sort(-1).values)
+
+
+@pytest.mark.parametrize("n,s,k", [(1024, 512, 16), (300, 100, 8), (64, 64, 5)])
+def test_subset_neighbours_equal_a_knn_search_of_the_subset(n, s, k):
+    x = _clouds(4, n, seed=n)
+    subset = torch.rand(4, n, generator=torch.Generator().manual_seed(s)).argsort(1)[:, :s]
+    width = min(n, int(1.5 * k * n / s) + 8)
+    got = subset_neighbours(sorted_knn(x, width), subset, k)
+    sub = x.gather(1, subset.unsqueeze(-1).expand(-1, -1, 3))
+    want = knn(sub, sub, k)
+    assert got.shape == (4, s, k)
+    same = (got.sort(-1).values == want.sort(-1).values).all(-1).float().mean()
+    assert same > 0.999  # all but the rare row whose list holds fewer than k subset members
+
+
+def test_short_lists_are_padded_with_the_point_itself():
+    x = _clouds(1, 40)
+    subset = torch.arange(0, 40, 4).unsqueeze(0)  # every 4th point
+    got = subset_neighbours(sorted_knn(x, 6), subset, 4)  # 6 of 40: about 1.5 members a row
+    assert got.shape == (1, 10, 4)
+    assert torch.equal(got[0, :, 0], torch.arange(10))  # the nearest: itself
+    assert (got == torch.arange(10).view(1, 10, 1)).sum() > 10  # short rows repeat it
+    sub = x[:, ::4]
+    d = square_distance(sub, sub)[0]
+    true_nn = d.topk(4, largest=False).indices
+    for i, row in enumerate(got[0].tolist()):
+        others = [j for j in row if j != i]
+        assert set(others) <= set(true_nn[i].tolist())  # never a wrong neighbour

@@ -21,7 +21,16 @@ import numpy as np
 import pytest
 import torch
 
-from meshsearch.train import PKSampler, TrainConfig, augment, fit, pretrain, rotation_matrices
+from meshsearch.train import (
+    NeighbourCache,
+    PKSampler,
+    TrainConfig,
+    Trainer,
+    augment,
+    fit,
+    pretrain,
+    rotation_matrices,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 N_POINTS = 128
@@ -169,6 +178,42 @@ def test_augment_keeps_up_axis_and_subsamples() -> None:
     assert 0 < (jit - pts).abs().max() <= 0.05 + 1e-6
     a = augment(pts, generator=torch.Generator().manual_seed(3))
     assert torch.equal(a, augment(pts, generator=torch.Generator().manual_seed(3)))
+
+
+EDGECONV = dict(
+    backbone="edgeconv",
+    model_config={"k": 6, "edge_dims": [8, 8], "hidden_dim": 32, "projector_dim": 32},
+    num_points=64,
+    jitter=0.0,  # the cached graph is the clean cloud's: with jitter off it is the exact graph
+)
+
+
+def test_cached_graphs_train_like_a_knn_search_per_step() -> None:
+    """EdgeConv's kNN graphs of the subclouds come from a per-cloud cache: same step, same loss.
+
+    float32: in bf16 a max over neighbours has ties, and its gradient goes to whichever tied
+    neighbour comes first, which depends on the order of the graph's neighbours."""
+    cached = Trainer(*TRAIN, tiny_config(**EDGECONV, amp=False))
+    searched = Trainer(*TRAIN, tiny_config(**EDGECONV, amp=False))
+    searched.neighbours = None
+    assert cached.neighbours is not None and cached.model.config.train_points == 64
+    batches = cached.sampler.epoch_batches(0)
+    for i, b in enumerate(batches[:3]):
+        losses = []
+        for trainer in (cached, searched):
+            torch.manual_seed(i)  # the same dropout masks
+            losses.append(trainer.train_step(b))
+        assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    built = int(cached.neighbours.built.sum())
+    assert built == len(np.unique(np.concatenate(list(batches[:3])))) and cached.neighbours.seconds > 0
+
+
+def test_no_cache_for_graphless_backbones_or_when_too_big(monkeypatch) -> None:
+    assert Trainer(*TRAIN, tiny_config()).neighbours is None  # pointnet
+    monkeypatch.setattr(NeighbourCache, "MAX_BYTES", 1000)
+    trainer = Trainer(*TRAIN, tiny_config(**EDGECONV))
+    assert trainer.neighbours is None
+    assert math.isfinite(trainer.train_step(trainer.sampler.epoch_batches(0)[0]))
 
 
 def test_config_round_trips_through_json() -> None:

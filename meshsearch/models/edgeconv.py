@@ -27,13 +27,17 @@ from .ops import (
 class EdgeConvConfig:
     """EdgeConvNet hyper-parameters.
 
-    ``k`` neighbours per point; ``edge_dims`` the output channels of the EdgeConv layers (all on
-    the same xyz graph); a pointwise unit maps their concatenation to ``hidden_dim // 2`` channels,
-    whose max and mean over the points form the ``hidden_dim`` feature.
+    ``k`` neighbours per point in clouds of ``train_points`` points (the size the encoder trained
+    on; None: any size): a cloud of N points uses ``round(k N / train_points)`` neighbours, so that
+    a neighbourhood spans the same share of the surface at any density. ``edge_dims``: the output
+    channels of the EdgeConv layers (all on the same xyz graph); a pointwise unit maps their
+    concatenation to ``hidden_dim // 2`` channels, whose max and mean over the points form the
+    ``hidden_dim`` feature.
     """
 
     embed_dim: int = 512
     k: int = 16
+    train_points: int | None = None
     edge_dims: tuple[int, ...] = (64, 64)
     hidden_dim: int = 1024
     dropout: float = 0.1
@@ -88,8 +92,10 @@ class EdgeConv(nn.Module):
         q = self.neighbour(f)  # [B, N, C]
         if q.requires_grad:  # re-gather the winners: the backward is a [B, N, C] scatter-add
             pooled = q.gather(1, winning_neighbours(q, idx))  # [B, N, C]
-        else:
-            pooled = gather_points(q, idx).amax(dim=2)  # [B, N, k, C] -> [B, N, C]
+        else:  # a running max: no [B, N, k, C] tensor, whatever k the density asks for
+            pooled = gather_points(q, idx[:, :, 0])  # [B, N, C]
+            for j in range(1, idx.shape[2]):
+                torch.maximum(pooled, gather_points(q, idx[:, :, j]), out=pooled)
         return bn_act(self.center(f) + pooled, self.bn)  # [B, N, C_out]
 
 
@@ -108,11 +114,18 @@ class EdgeConvNet(PooledEncoder):
         self.dropout = nn.Dropout(config.dropout)
         self._projector = Projector(config.hidden_dim, config.projector_dim, config.embed_dim)
 
-    def _encode(self, points: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(points.device.type, enabled=False):  # neighbours in float32
-            idx = knn(
-                points.float(), points.float(), min(self.config.k, points.shape[1])
-            )  # [B, N, k]
+    def neighbour_count(self, num_points: int) -> int:
+        """Neighbours per point in a cloud of ``num_points`` points (see ``EdgeConvConfig``)."""
+        k, ref = self.config.k, self.config.train_points
+        return min(num_points, k if not ref else max(1, round(k * num_points / ref)))
+
+    def _encode(self, points: torch.Tensor, neighbours: torch.Tensor | None = None) -> torch.Tensor:
+        """``neighbours [B, N, k]``: the kNN graph of ``points``, when the caller has it already."""
+        idx = neighbours
+        if idx is None:
+            with torch.autocast(points.device.type, enabled=False):  # neighbours in float32
+                xyz = points.float()
+                idx = knn(xyz, xyz, self.neighbour_count(points.shape[1]))  # [B, N, k]
         f, per_layer = points, []
         for layer in self.edges:
             f = layer(f, idx)  # [B, N, C_l]
