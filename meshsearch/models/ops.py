@@ -129,21 +129,24 @@ def knn(centroids: torch.Tensor, xyz: torch.Tensor, k: int) -> torch.Tensor:
     the k nearest are unique (k-th distance < (k+1)-th), and fall back to ``topk`` for rows with a
     tie at the boundary, where the choice among equals is ``topk``'s own.
     """
-    B, N, _ = xyz.shape
-    select = _smallest_k if _numpy_ok(xyz, NUMPY_MAX_BATCH) and k < N else _topk_smallest
-    return torch.cat([
-        select(square_distance(part, xyz), k) for part in centroids.split(row_chunk(B, N), dim=1)
-    ], dim=1)
+    select = _smallest_k if _numpy_ok(xyz, NUMPY_MAX_BATCH) and k < xyz.shape[1] else _topk_smallest
+    return _nearest_rows(centroids, xyz, k, select)
 
 
 @torch.no_grad()
 def sorted_knn(xyz: torch.Tensor, k: int) -> torch.Tensor:
     """Indices ``[B, N, k]`` of each point's ``k`` nearest points in ``xyz [B, N, 3]``, nearest
     first (the point itself first): the sorted graph that :func:`subset_neighbours` filters."""
+    return _nearest_rows(xyz, xyz, k, lambda d, k: d.topk(k, dim=-1, largest=False).indices)
+
+
+def _nearest_rows(
+    centroids: torch.Tensor, xyz: torch.Tensor, k: int, select: Callable
+) -> torch.Tensor:
+    """``select(distances, k)`` over cache-sized blocks of centroid rows, concatenated."""
     B, N, _ = xyz.shape
     return torch.cat([
-        square_distance(part, xyz).topk(k, dim=-1, largest=False, sorted=True).indices
-        for part in xyz.split(row_chunk(B, N), dim=1)
+        select(square_distance(part, xyz), k) for part in centroids.split(row_chunk(B, N), dim=1)
     ], dim=1)
 
 
