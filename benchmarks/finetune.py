@@ -10,7 +10,8 @@ Quality (train from scratch within a time budget, evaluate test-vs-train retriev
     python benchmarks/finetune.py --quality --backbone pointnet --objective normsoftmax --minutes 5
 
 ``--num-points`` trains (and evaluates during the run) on a random subset of each cloud,
-``--eval-points`` adds a final evaluation on that many points (all 1024 by default when the run
+``--full-points-epochs`` makes the last epochs train and evaluate on whole clouds (the plan times
+both sizes), ``--eval-points`` adds a final evaluation on that many points (all 1024 by default when the run
 used fewer), ``--model-config``/``--objective-kwargs`` take JSON, ``--scheduler`` names the
 learning-rate schedule (``multistep``, whose ``--milestones`` are fractions of the planned epochs, or
 ``cosine``); ``--epochs`` fixes the plan instead of timing ``--probe-steps`` steps (the plan keeps
@@ -185,6 +186,7 @@ def run_quality(args: argparse.Namespace) -> dict:
         batch_size=args.batch,
         k_per_class=args.k,
         num_points=args.num_points,
+        full_points_epochs=args.full_points_epochs,
         up_axis=None if args.up_axis == "none" else args.up_axis,
         epochs=1,
         eval_every=args.eval_every,
@@ -196,7 +198,8 @@ def run_quality(args: argparse.Namespace) -> dict:
     # Fit the schedule to the budget: time a few steps, plan the epochs, decay the LR late.
     epochs = args.epochs
     if epochs is None:
-        probe = Trainer(data["train_points"], data["train_labels"], cfg)
+        probe = Trainer(data["train_points"], data["train_labels"],
+                        replace(cfg, full_points_epochs=0))  # fmt: skip
         timed = probe.sampler.epoch_batches(0)[: args.probe_steps]
         for b in timed[:2]:  # warm-up
             probe.train_step(b)
@@ -205,15 +208,25 @@ def run_quality(args: argparse.Namespace) -> dict:
             probe.neighbours(torch.as_tensor(np.concatenate(list(timed))), None)
             per_cloud = probe.neighbours.seconds / int(probe.neighbours.built.sum())
             graph_s = per_cloud * len(data["train_points"])
-        t0 = time.perf_counter()
-        for b in timed:
-            probe.train_step(b)
-        epoch_s = (time.perf_counter() - t0) / len(timed) * len(probe.sampler)
+
+        def epoch_seconds() -> float:
+            t0 = time.perf_counter()
+            for b in timed:
+                probe.train_step(b)
+            return (time.perf_counter() - t0) / len(timed) * len(probe.sampler)
+
+        epoch_s, full = epoch_seconds(), cfg.full_points_epochs
+        full_s = 0.0
+        if full:  # the same probe on whole clouds (its one epoch is then a full-points one)
+            probe.config = replace(probe.config, full_points_epochs=1)
+            probe.train_step(timed[0])  # warm-up at the new size
+            full_s = epoch_seconds()
         # a reserve for checkpoints and noise: cut short, a cosine schedule never decays
-        epochs = max(1, int((budget * (1 - args.reserve) - graph_s) / epoch_s))
+        left = budget * (1 - args.reserve) - graph_s - full * full_s
+        epochs = full + max(1, int(left / epoch_s))
         del probe
-        print(f"~{epoch_s:.0f} s/epoch + {graph_s:.0f} s of kNN graphs -> {epochs} epochs",
-              flush=True)  # fmt: skip
+        print(f"~{epoch_s:.0f} s/epoch (whole clouds ~{full_s:.0f} s) + {graph_s:.0f} s of kNN "
+              f"graphs -> {epochs} epochs ({full} on whole clouds)", flush=True)  # fmt: skip
     milestones = tuple(sorted({max(1, round(f * epochs)) for f in args.milestones}))
     cfg = replace(cfg, epochs=epochs, time_budget_s=budget, milestones=milestones)
     steps = f", milestones {cfg.milestones} (gamma {cfg.gamma})" if cfg.scheduler == "multistep" else ""
@@ -269,7 +282,7 @@ def run_quality(args: argparse.Namespace) -> dict:
         and cfg.num_points < data["test_points"].shape[1]
     ):
         eval_points = data["test_points"].shape[1]
-    if eval_points and eval_points != cfg.num_points:
+    if eval_points and eval_points != cfg.num_points and not cfg.full_points_epochs:
         from meshsearch.models import load_encoder
 
         model = load_encoder(workdir / "last.pt", device=cfg.device)
@@ -292,7 +305,8 @@ def run_quality(args: argparse.Namespace) -> dict:
         "train_elapsed_s": train_s,
         "untrained": untrained,
         "trained": summary["metrics"],
-        "eval_points": cfg.num_points or data["test_points"].shape[1],
+        "eval_points": (None if cfg.full_points_epochs else cfg.num_points)
+        or data["test_points"].shape[1],  # the in-run evaluation's: the last epoch's density
         "trained_eval_points": eval_points or None,
         "trained_all_points": trained_all,
         "trained_all_neighbours": neighbours,  # EdgeConv's k at that density
@@ -442,6 +456,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--note", default=None, help="a remark shown under the quality table")
     q = ap.add_argument_group("--quality options")
     q.add_argument("--num-points", type=int, default=None, help="train on a random subset")
+    q.add_argument("--full-points-epochs", type=int, default=0,
+                   help="the last N epochs train (and evaluate) on whole clouds")  # fmt: skip
     q.add_argument("--eval-points", type=int, default=None,
                    help="final extra evaluation on this many points (default: all, if fewer trained)")  # fmt: skip
     q.add_argument("--up-axis", default="z", choices=["x", "y", "z", "none"],

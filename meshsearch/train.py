@@ -120,6 +120,7 @@ class TrainConfig:
     seed: int = 0
     # augmentation
     num_points: int | None = None  # points per cloud (None: all)
+    full_points_epochs: int = 0  # the last epochs train on whole clouds (see Trainer.points_at)
     up_axis: str | None = "z"  # rotation axis (None: no rotation)
     jitter: float = 0.02
     jitter_clip: float = 0.05
@@ -357,8 +358,15 @@ class NeighbourCache:
             return None
         return cls(points, k, s)
 
-    def __call__(self, index: torch.Tensor, subset: torch.Tensor | None) -> torch.Tensor:
-        """kNN graph ``[B, S, k]`` of the clouds ``index [B]`` cut to ``subset [B, S]`` (None: all)."""
+    def __call__(
+        self, index: torch.Tensor, subset: torch.Tensor | None, k: int | None = None
+    ) -> torch.Tensor:
+        """kNN graph ``[B, S, k]`` of the clouds ``index [B]`` cut to ``subset [B, S]`` (None: whole
+        clouds); ``k`` defaults to the cache's. A whole cloud may take up to the list's length
+        (its ``k`` scaled up to the full density always fits)."""
+        k = self.k if k is None else k
+        if k > self.width:
+            raise ValueError(f"{k} neighbours asked of a cache that holds {self.width}")
         todo = index[~self.built[index]].unique()
         if len(todo):
             t0 = time.perf_counter()
@@ -368,8 +376,8 @@ class NeighbourCache:
             self.seconds += time.perf_counter() - t0
         nearest = self.graph[index]
         if subset is None:
-            return nearest[..., : self.k].long()
-        return subset_neighbours(nearest, subset, self.k)
+            return nearest[..., :k].long()
+        return subset_neighbours(nearest, subset, k)
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -699,16 +707,28 @@ class Trainer:
         self.bad_evals, self.elapsed_before = state["bad_evals"], state["elapsed_s"]
 
     # -- training ------------------------------------------------------------------------------
+    def points_at(self, epoch: int) -> int | None:
+        """Points per cloud in (0-based) ``epoch``: ``num_points``, but whole clouds (None) in the
+        last ``full_points_epochs``, so that weights and BatchNorm statistics end up tuned to the
+        density retrieval runs at (as FixRes finetunes at the test resolution); the cheap subsets
+        do the bulk of the training."""
+        c = self.config
+        return None if epoch >= c.epochs - c.full_points_epochs else c.num_points
+
     def train_step(self, idx: np.ndarray) -> float:
         """One optimisation step on the batch ``idx``; returns the loss (skipped: no update)."""
         c = self.config
+        num_points = self.points_at(self.epoch)
         index = torch.as_tensor(idx, device=self.points.device)
         clouds, subset = self.points[index], None
-        if c.num_points is not None and c.num_points < clouds.shape[1]:
-            subset = random_subsets(len(index), clouds.shape[1], c.num_points, self.generator,
+        if num_points is not None and num_points < clouds.shape[1]:
+            subset = random_subsets(len(index), clouds.shape[1], num_points, self.generator,
                                     clouds.device)  # fmt: skip
             clouds = clouds.gather(1, subset.unsqueeze(-1).expand(-1, -1, 3))
-        graph = {} if self.neighbours is None else {"neighbours": self.neighbours(index, subset)}
+        graph = {}
+        if self.neighbours is not None:
+            k = self.model.neighbour_count(clouds.shape[1])
+            graph["neighbours"] = self.neighbours(index, subset, k)
         x = augment(
             clouds,
             up_axis=c.up_axis,
@@ -839,7 +859,7 @@ def fit(
                 eval_data,
                 batch_size=config.eval_batch_size,
                 device=run.device,
-                num_points=config.num_points,
+                num_points=run.points_at(run.epoch),  # the density the epoch trained at
                 amp=config.amp,
             )
             eval_seconds += time.monotonic() - t_eval

@@ -21,12 +21,15 @@ import numpy as np
 import pytest
 import torch
 
+from meshsearch.models import load_encoder
+from meshsearch.models.ops import knn
 from meshsearch.train import (
     NeighbourCache,
     PKSampler,
     TrainConfig,
     Trainer,
     augment,
+    evaluate,
     fit,
     pretrain,
     rotation_matrices,
@@ -206,6 +209,36 @@ def test_cached_graphs_train_like_a_knn_search_per_step() -> None:
         assert losses[0] == pytest.approx(losses[1], rel=1e-5)
     built = int(cached.neighbours.built.sum())
     assert built == len(np.unique(np.concatenate(list(batches[:3])))) and cached.neighbours.seconds > 0
+
+
+def test_last_epochs_train_on_whole_clouds_with_density_matched_graphs(tmp_path) -> None:
+    """``full_points_epochs``: subsets first, whole clouds last, with EdgeConv's ``k`` scaled to the
+    density and the exact kNN graph of the whole cloud from the cache; the evaluation of such an
+    epoch runs on whole clouds too."""
+    trainer = Trainer(*TRAIN, tiny_config(**EDGECONV, epochs=2, full_points_epochs=1, amp=False))
+    assert [trainer.points_at(e) for e in (0, 1)] == [64, None]
+    seen: list[tuple[int, int]] = []
+
+    def record(module, args, kwargs) -> None:
+        seen.append((args[0].shape[1], kwargs["neighbours"].shape[2]))
+
+    trainer.model.register_forward_pre_hook(record, with_kwargs=True)
+    for epoch in (0, 1):
+        trainer.epoch = epoch
+        assert math.isfinite(trainer.train_step(trainer.sampler.epoch_batches(epoch)[0]))
+    assert seen == [(64, 6), (N_POINTS, 12)]  # k 6 at 64 points is k 12 at 128
+    index = torch.arange(4)
+    clouds = torch.as_tensor(TRAIN[0][:4])
+    cached = trainer.neighbours(index, None, 12).sort(-1).values
+    assert torch.equal(cached, knn(clouds, clouds, 12).sort(-1).values)
+    with pytest.raises(ValueError, match="neighbours asked"):
+        trainer.neighbours(index, None, trainer.neighbours.width + 1)
+
+    workdir = tmp_path / "run"
+    cfg = tiny_config(**EDGECONV, epochs=2, full_points_epochs=1, eval_every=0)
+    summary = fit(*TRAIN, cfg, workdir, EVAL)
+    whole = evaluate(load_encoder(workdir / "last.pt"), EVAL, num_points=None)
+    assert summary["metrics"] == pytest.approx(whole)
 
 
 def test_no_cache_for_graphless_backbones_or_when_too_big(monkeypatch) -> None:
