@@ -34,6 +34,7 @@ import json
 import os
 import platform
 import resource
+import shlex
 import shutil
 import subprocess
 import sys
@@ -282,12 +283,15 @@ def run_quality(args: argparse.Namespace) -> dict:
         and cfg.num_points < data["test_points"].shape[1]
     ):
         eval_points = data["test_points"].shape[1]
-    if eval_points and eval_points != cfg.num_points and not cfg.full_points_epochs:
+    if eval_points and eval_points != cfg.num_points:
         from meshsearch.models import load_encoder
 
         model = load_encoder(workdir / "last.pt", device=cfg.device)
         neighbours = getattr(model, "neighbour_count", lambda n: None)(eval_points)
-        trained_all = timed_eval(model, eval_points, f"trained, evaluated on {eval_points} points")
+        if cfg.full_points_epochs and eval_points == data["test_points"].shape[1]:
+            trained_all = summary["metrics"]  # the run's last evaluation was on whole clouds
+        else:
+            trained_all = timed_eval(model, eval_points, f"trained, evaluated on {eval_points} points")
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(workdir / "curves.png", results / f"{name}.png")
@@ -319,7 +323,7 @@ def run_quality(args: argparse.Namespace) -> dict:
         "curves": f"benchmarks/results/{name}.png",
         "clouds_per_s": round(clouds_per_s, 2),  # first to last step (in-run evaluations too)
         "config": summary["config"],
-        "command": " ".join(["python", "benchmarks/finetune.py", *sys.argv[1:]]),
+        "command": shlex.join(["python", "benchmarks/finetune.py", *sys.argv[1:]]),
         "note": args.note,
     }
     (results / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
