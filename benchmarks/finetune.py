@@ -11,11 +11,12 @@ Quality (train from scratch within a time budget, evaluate test-vs-train retriev
 
 ``--num-points`` trains (and evaluates during the run) on a random subset of each cloud,
 ``--full-points-epochs`` makes the last epochs train and evaluate on whole clouds (the plan times
-both sizes), ``--eval-points`` adds a final evaluation on that many points (all 1024 by default when the run
-used fewer), ``--model-config``/``--objective-kwargs`` take JSON, ``--scheduler`` names the
-learning-rate schedule (``multistep``, whose ``--milestones`` are fractions of the planned epochs, or
-``cosine``); ``--epochs`` fixes the plan instead of timing ``--probe-steps`` steps (the plan keeps
-``--reserve`` of the budget spare, so that a cosine schedule decays before the budget runs out).
+both sizes), ``--eval-points`` adds a final evaluation on that many points (all 1024 by default
+when the run used fewer), ``--model-config``/``--objective-kwargs`` take JSON, ``--scheduler``
+names the learning-rate schedule (``multistep``, whose ``--milestones`` are fractions of the planned
+epochs, or ``cosine``); ``--epochs`` fixes the plan instead of timing ``--probe-steps`` steps (the
+plan keeps ``--reserve`` of the budget spare, so that a cosine schedule decays before the budget
+runs out).
 
 Evaluation alone of a saved encoder (e.g. with another ``train_points``)::
 
