@@ -372,9 +372,9 @@ def test_concurrent_clients(ms, served):
 
 BATCH, REQUEST_SIZE = 1000, 50
 JOB = {"backbone": "pointnet", "embed_dim": 32, "model_config": {"hidden_dim": 128, "projector_dim": 256},
-       "epochs": 5, "batch_size": 16, "k_per_class": 4, "num_points": 64,
+       "epochs": 25, "batch_size": 16, "k_per_class": 4, "num_points": 64,
        "checkpoint_every_steps": 1, "eval_every": 0}
-TRAIN_SHAPES = 64  # 8 classes x 8: 4 steps per epoch, 20 in all
+TRAIN_SHAPES = 64  # 8 classes x 8: 4 steps per epoch, 100 in all (some seconds: polls catch it mid-epoch)
 
 
 def training_shapes() -> list[ShapeDoc]:
@@ -405,8 +405,6 @@ def crash_and_restart(flow: ServedFlow) -> dict:
     ms.index(shapes("a", BATCH), desc=None)
     assert ms.count() == BATCH
     ms.send_training_data(training_shapes(), reset=True, desc=None)
-    job_id = ms.finetune(**JOB)
-    workdir = Path(ms.status(job_id)["workdir"])
 
     acked: list[str] = []
     stop = threading.Event()
@@ -436,7 +434,12 @@ def crash_and_restart(flow: ServedFlow) -> dict:
     sender = threading.Thread(target=index_batch_b)
     sender.start()
     deadline = time.monotonic() + 240
-    while len(acked) < 2 * REQUEST_SIZE or not mid_epoch():
+    while len(acked) < 2 * REQUEST_SIZE:  # batch B is under way before the job starts,
+        assert sender.is_alive() and time.monotonic() < deadline, "batch B ended early"
+        time.sleep(0.05)
+    job_id = ms.finetune(**JOB)  # so the job cannot finish before the kill's other condition holds
+    workdir = Path(ms.status(job_id)["workdir"])
+    while not mid_epoch():
         assert sender.is_alive() and time.monotonic() < deadline, "batch B ended before the kill"
         time.sleep(0.05)
     flow.kill()
