@@ -174,7 +174,7 @@ class Finetuner(MeshsearchExecutor):
                           job["workdir"], eval_data=eval_data, on_progress=on_progress,
                           stop_event=stop)
             job.update(state=summary.get("state", "done"), summary=summary,
-                       checkpoint=str(Path(job["workdir"]) / "best.pt"))
+                       checkpoint=summary["checkpoint"])
         except Exception as exc:  # the job fails, the executor stays up
             self.logger.error(f"finetuning job {job['job_id']} failed: {exc!r}")
             job.update(state="failed", error=f"{type(exc).__name__}: {exc}")

@@ -6,7 +6,7 @@ class-balanced batches (:class:`PKSampler`) of clouds augmented on the fly (:fun
 Every ``eval_every`` epochs it ranks held-out queries against an index with
 :func:`meshsearch.metrics.retrieval_metrics`. A work directory holds everything a run leaves::
 
-    best.pt        encoder checkpoint with the best ``select_metric`` (``load_encoder`` reads it)
+    best.pt        encoder checkpoint with the best ``select_metric`` (only with evaluation data)
     last.pt        encoder checkpoint of the last finished epoch
     state.pt       full training state (model, optimiser, scheduler, sampler, RNGs, objective)
     metrics.jsonl  one JSON record per epoch (loss, lr, metrics, elapsed)
@@ -944,6 +944,7 @@ def fit(
         else None,
         "elapsed_s": round(elapsed(), 3),
         "workdir": str(workdir),
+        "checkpoint": str(_serving_checkpoint(workdir)),
         "classes": [str(c) for c in run.classes],
         "config": config.to_dict(),
     }
@@ -952,6 +953,13 @@ def fit(
     )
     progress(state)
     return summary
+
+
+def _serving_checkpoint(workdir: Path) -> Path:
+    """The encoder a finished run offers: ``best.pt`` when it was evaluated, else ``last.pt``
+    (no evaluation data: no model selection)."""
+    best = workdir / "best.pt"
+    return best if best.exists() else workdir / "last.pt"
 
 
 def pretrain(

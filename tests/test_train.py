@@ -285,6 +285,7 @@ def test_fit_writes_checkpoints_logs_and_curves(reference) -> None:
         assert math.isfinite(r["loss"]) and 0 <= r["metrics"]["mAP@10"] <= 1
     assert summary["metrics"] == records[-1]["metrics"]
     assert summary["best"]["score"] == max(r["metrics"]["mAP@10"] for r in records)
+    assert summary["checkpoint"] == str(workdir / "best.pt")  # the one to serve
     assert (workdir / "curves.png").read_bytes()[:4] == b"\x89PNG"
     model = load_encoder(str(workdir / "best.pt"), embed_dim=16, backbone="pointnet")
     assert model(torch.from_numpy(TRAIN[0][:2])).shape == (2, 16)
@@ -352,7 +353,10 @@ def test_resume_refuses_a_different_config(reference, tmp_path) -> None:
     with pytest.raises(ValueError, match="different config"):
         fit(*TRAIN, tiny_config(epochs=1, lr=0.1), tmp_path)
     # Changing only the number of epochs extends the run.
-    assert fit(*TRAIN, tiny_config(epochs=2), tmp_path)["epochs_done"] == 2
+    summary = fit(*TRAIN, tiny_config(epochs=2), tmp_path)
+    assert summary["epochs_done"] == 2
+    # Without evaluation data nothing selects a best epoch: the run offers its last one.
+    assert summary["checkpoint"] == str(tmp_path / "last.pt") and not (tmp_path / "best.pt").exists()
 
 
 def test_early_stopping_and_pretrain(tmp_path) -> None:

@@ -1,5 +1,6 @@
-"""``meshsearch evaluate``: the command as a user runs it, on generated shapes, against a Flow it
-starts on localhost; its ``--json`` holds the retrieval metrics of the served checkpoint."""
+"""The ``meshsearch`` client commands as a user runs them, on generated shapes, against a Flow
+each starts on localhost: ``evaluate``'s ``--json`` holds the retrieval metrics of the served
+checkpoint; ``finetune`` on a train split alone ends with the encoder serving its weights."""
 
 import json
 import os
@@ -38,32 +39,23 @@ def checkpoint(prepared) -> Path:
     return path
 
 
-def test_evaluate_writes_the_metrics_json(prepared, checkpoint):
-    out = prepared / "metrics.json"
-    data = prepared / "prepared"
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "meshsearch.cli",
-            "evaluate",
-            "--index",
-            str(data / "train.bin"),
-            "--queries",
-            str(data / "test.bin"),
-            "--checkpoint",
-            str(checkpoint),
-            "--json",
-            str(out),
-            "--workspace",
-            str(prepared / "workspace"),
-        ],
-        cwd=prepared,
+def meshsearch(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "meshsearch.cli", *args],
+        cwd=cwd,
         env={**os.environ, "PYTHONPATH": str(REPO), "JINA_OPTOUT_TELEMETRY": "1"},
         capture_output=True,
         text=True,
         timeout=900,
     )
+
+
+def test_evaluate_writes_the_metrics_json(prepared, checkpoint):
+    out = prepared / "metrics.json"
+    data = prepared / "prepared"
+    run = meshsearch("evaluate", "--index", str(data / "train.bin"), "--queries",
+                     str(data / "test.bin"), "--checkpoint", str(checkpoint), "--json", str(out),
+                     "--workspace", str(prepared / "workspace"), cwd=prepared)
     assert run.returncode == 0, run.stderr[-3000:]
     metrics = json.loads(out.read_text())
 
@@ -89,3 +81,20 @@ def test_evaluate_writes_the_metrics_json(prepared, checkpoint):
     assert {k: v for k, v in metrics.items() if k != "mAP"} == pytest.approx(
         {k: v for k, v in local.items() if k != "mAP"}, abs=1e-6)
     assert metrics["mAP"] == pytest.approx(local["mAP"], abs=3e-3)
+
+
+def test_finetune_on_a_train_split_serves_the_last_epoch(prepared):
+    """The README's ``meshsearch finetune --data prepared/train.bin``: no test documents, so no
+    evaluation and no best.pt; the job offers last.pt and the encoder reloads it."""
+    workspace = prepared / "finetune-workspace"
+    config = {"batch_size": 6, "k_per_class": 2, "num_points": 128}
+    run = meshsearch("finetune", "--data", str(prepared / "prepared" / "train.bin"),
+                     "--backbone", "pointnet", "--epochs", "1", "--config", json.dumps(config),
+                     "--workspace", str(workspace), cwd=prepared)
+    assert run.returncode == 0, run.stderr[-3000:]
+    final = json.loads(next(line for line in run.stdout.splitlines() if line.startswith("{")))
+    assert final["state"] == "done" and final["error"] is None, final
+    checkpoint = Path(final["checkpoint"])
+    assert checkpoint.name == "last.pt" and checkpoint.is_file()
+    assert checkpoint.is_relative_to(workspace) and not (checkpoint.parent / "best.pt").exists()
+    assert "the encoder now serves the finetuned weights" in run.stdout
