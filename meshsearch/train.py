@@ -944,7 +944,8 @@ def fit(
         else None,
         "elapsed_s": round(elapsed(), 3),
         "workdir": str(workdir),
-        "checkpoint": str(_serving_checkpoint(workdir)),
+        # the encoder to serve: the best evaluated epoch's, else (no evaluation data) the last
+        "checkpoint": str(workdir / ("best.pt" if run.best_epoch is not None else "last.pt")),
         "classes": [str(c) for c in run.classes],
         "config": config.to_dict(),
     }
@@ -953,13 +954,6 @@ def fit(
     )
     progress(state)
     return summary
-
-
-def _serving_checkpoint(workdir: Path) -> Path:
-    """The encoder a finished run offers: ``best.pt`` when it was evaluated, else ``last.pt``
-    (no evaluation data: no model selection)."""
-    best = workdir / "best.pt"
-    return best if best.exists() else workdir / "last.pt"
 
 
 def pretrain(
