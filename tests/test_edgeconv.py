@@ -33,7 +33,7 @@ def _clouds(b: int, n: int, seed: int = 0) -> torch.Tensor:
 
 
 def test_registered():
-    assert BACKBONES["edgeconv"][0] is EdgeConvConfig
+    assert BACKBONES["edgeconv"].config_class is EdgeConvConfig
 
 
 @pytest.mark.parametrize("n", [5, 200])

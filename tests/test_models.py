@@ -21,8 +21,8 @@ from meshsearch.models.ops import _LinearBNAct, linear_bn_act
 
 def test_registry_names():
     assert set(BACKBONES) == {"pointconv", "pointnet", "edgeconv"}
-    assert BACKBONES["pointconv"][0] is PointConvConfig
-    assert BACKBONES["pointnet"][0] is PointNetConfig
+    assert BACKBONES["pointconv"].config_class is PointConvConfig
+    assert BACKBONES["pointnet"].config_class is PointNetConfig
     with pytest.raises(ValueError, match="unknown backbone"):
         build_encoder("nope")
 

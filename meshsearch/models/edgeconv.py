@@ -11,8 +11,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from meshsearch.registry import BACKBONES
+
+from .encoder import Encoder
 from .ops import (
-    PooledEncoder,
     Projector,
     UnitStack,
     bn_act,
@@ -99,20 +101,27 @@ class EdgeConv(nn.Module):
         return bn_act(self.center(f) + pooled, self.bn)  # [B, N, C_out]
 
 
-class EdgeConvNet(PooledEncoder):
+@BACKBONES.register_module("edgeconv")
+class EdgeConvNet(Encoder):
     """EdgeConv encoder + projector: ``(B, N, 3)`` float32 points -> ``(B, embed_dim)``."""
 
     backbone = "edgeconv"
+    config_class = EdgeConvConfig
+    uses_graph = True
 
     def __init__(self, config: EdgeConvConfig | None = None) -> None:
-        super().__init__()
-        self.config = config = config or EdgeConvConfig()
-        self.embed_dim = config.embed_dim
+        config = config or EdgeConvConfig()
+        super().__init__(config)
         dims = (3, *config.edge_dims)
         self.edges = nn.ModuleList(EdgeConv(i, o) for i, o in zip(dims, dims[1:], strict=False))
         self.pointwise = UnitStack([sum(config.edge_dims), config.hidden_dim // 2])
         self.dropout = nn.Dropout(config.dropout)
         self._projector = Projector(config.hidden_dim, config.projector_dim, config.embed_dim)
+
+    def trains_at(self, num_points: int) -> None:
+        """Neighbourhoods follow the density: remember the first training cloud size."""
+        if self.config.train_points is None:
+            self.config.train_points = num_points
 
     def neighbour_count(self, num_points: int) -> int:
         """Neighbours per point in a cloud of ``num_points`` points (see ``EdgeConvConfig``)."""

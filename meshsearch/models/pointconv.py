@@ -22,8 +22,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from meshsearch.registry import BACKBONES
+
+from .encoder import Encoder
 from .ops import (
-    PooledEncoder,
     Projector,
     UnitStack,
     farthest_point_sample,
@@ -207,15 +209,17 @@ class PointConvEncoder(nn.Module):
         return f3.squeeze(1).to(xyz.dtype)  # [B, hidden]
 
 
-class PointConv(PooledEncoder):
+@BACKBONES.register_module("pointconv")
+class PointConv(Encoder):
     """PointConv encoder + projector: ``(B, N, 3)`` float32 points -> ``(B, embed_dim)``."""
 
     backbone = "pointconv"
+    config_class = PointConvConfig
+    precisions = ("fp32", "bf16")
 
     def __init__(self, config: PointConvConfig | None = None) -> None:
-        super().__init__()
-        self.config = config = config or PointConvConfig()
-        self.embed_dim = config.embed_dim
+        config = config or PointConvConfig()
+        super().__init__(config)
         self._point_encoder = PointConvEncoder(config)
         self.dropout = nn.Dropout(config.dropout)
         self._projector = Projector(config.hidden_dim, config.projector_dim, config.embed_dim)
@@ -238,6 +242,10 @@ class PointConv(PooledEncoder):
         dtype = precision_dtype(value)
         self._dtype = None if value == "fp32" else dtype  # fp32: the parameters' own dtype
         self._precision = value
+
+    def set_precision(self, value: str) -> str:
+        self.precision = value
+        return value
 
     def _encode(self, points: torch.Tensor) -> torch.Tensor:
         """Encoder feature ``(B, hidden_dim)`` (training ignores the precision)."""

@@ -7,7 +7,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .ops import PooledEncoder, Projector, UnitStack, max_over
+from meshsearch.registry import BACKBONES
+
+from .encoder import Encoder
+from .ops import Projector, UnitStack, max_over
 
 
 @dataclass
@@ -21,15 +24,16 @@ class PointNetConfig:
     chunk_size: int = 64
 
 
-class PointNet(PooledEncoder):
+@BACKBONES.register_module("pointnet")
+class PointNet(Encoder):
     """PointNet encoder + projector: ``(B, N, 3)`` float32 points -> ``(B, embed_dim)``."""
 
     backbone = "pointnet"
+    config_class = PointNetConfig
 
     def __init__(self, config: PointNetConfig | None = None) -> None:
-        super().__init__()
-        self.config = config = config or PointNetConfig()
-        self.embed_dim = config.embed_dim
+        config = config or PointNetConfig()
+        super().__init__(config)
         self.encoder = UnitStack([3, 64, 128, config.hidden_dim])
         self.dropout = nn.Dropout(config.dropout)
         self._projector = Projector(config.hidden_dim, config.projector_dim, config.embed_dim)
