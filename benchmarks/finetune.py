@@ -5,16 +5,18 @@ configuration in its own process so peak RSS is its own::
 
     python benchmarks/finetune.py --throughput [--backbones pointconv pointnet] [--batches 32 64]
 
-Quality (train from scratch within a time budget, evaluate test-vs-train retrieval)::
+Quality (train from scratch within a time budget, evaluate test-vs-train retrieval) with a
+training recipe (``meshsearch/recipes/*.yml``; the flags override single fields)::
 
-    python benchmarks/finetune.py --quality --backbone pointnet --objective normsoftmax --minutes 5
+    python benchmarks/finetune.py --quality --recipe cpu-45min --minutes 45
+    python benchmarks/finetune.py --quality --recipe cpu-45min --backbone pointnet --minutes 5
 
 ``--num-points`` trains (and evaluates during the run) on a random subset of each cloud,
 ``--full-points-epochs`` makes the last epochs train and evaluate on whole clouds (the plan times
 both sizes), ``--eval-points`` adds a final evaluation on that many points (all 1024 by default
 when the run used fewer), ``--model-config``/``--objective-kwargs`` take JSON, ``--scheduler``
-names the learning-rate schedule (``multistep``, whose ``--milestones`` are fractions of the planned
-epochs, or ``cosine``); ``--epochs`` fixes the plan instead of timing ``--probe-steps`` steps (the
+names the learning-rate schedule (``multistep``, whose ``--milestones`` are epochs as in
+TrainConfig, or ``cosine``); ``--epochs`` fixes the plan instead of timing ``--probe-steps`` steps (the
 plan keeps ``--reserve`` of the budget spare, so that a cosine schedule decays before the budget
 runs out).
 
@@ -140,7 +142,7 @@ def run_throughput(args: argparse.Namespace) -> list[dict]:
                 steps = args.steps or (3 if backbone == "pointconv" and device == "cpu" else 10)
                 cmd = [
                     sys.executable, __file__, "--throughput-one", backbone, str(batch),
-                    "--device", device, "--objective", args.objective, "--steps", str(steps),
+                    "--device", device, "--objective", args.objective or "normsoftmax", "--steps", str(steps),
                     "--threads", str(args.threads),
                 ]  # fmt: skip
                 proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
@@ -159,8 +161,30 @@ def run_throughput(args: argparse.Namespace) -> list[dict]:
 # -- quality ------------------------------------------------------------------------------------
 
 
+# --quality flags that override a field of the recipe when given: flag -> (field, parse)
+OVERRIDES = {
+    "backbone": ("backbone", str), "objective": ("objective", str),
+    "embed_dim": ("embed_dim", int), "lr": ("lr", float), "batch": ("batch_size", int),
+    "k": ("k_per_class", int), "num_points": ("num_points", int),
+    "full_points_epochs": ("full_points_epochs", int),
+    "up_axis": ("up_axis", lambda v: None if v == "none" else v),
+    "model_config": ("model_config", json.loads), "margin": ("margin", float),
+    "objective_kwargs": ("objective_kwargs", json.loads), "optimizer": ("optimizer", str),
+    "weight_decay": ("weight_decay", float), "scheduler": ("scheduler", str),
+    "gamma": ("gamma", float), "milestones": ("milestones", list),
+    "eval_every": ("eval_every", int), "amp": ("amp", bool),
+}
+
+
+def recipe_overrides(args: argparse.Namespace) -> dict:
+    """The TrainConfig fields that the command line sets over the recipe's."""
+    return {field: parse(getattr(args, flag)) for flag, (field, parse) in OVERRIDES.items()
+            if getattr(args, flag) is not None}
+
+
 def run_quality(args: argparse.Namespace) -> dict:
     from meshsearch.models import build_encoder
+    from meshsearch.registry import load_recipe
     from meshsearch.train import TrainConfig, Trainer, evaluate, fit, seed_everything
 
     t_load = time.perf_counter()
@@ -173,29 +197,8 @@ def run_quality(args: argparse.Namespace) -> dict:
         data["train_points"],
         data["train_labels"],
     )
-    cfg = TrainConfig(
-        backbone=args.backbone,
-        embed_dim=args.embed_dim,
-        model_config=json.loads(args.model_config),
-        objective=args.objective,
-        margin=args.margin,
-        objective_kwargs=json.loads(args.objective_kwargs),
-        optimizer=args.optimizer,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        scheduler=args.scheduler,
-        gamma=args.gamma,
-        batch_size=args.batch,
-        k_per_class=args.k,
-        num_points=args.num_points,
-        full_points_epochs=args.full_points_epochs,
-        up_axis=None if args.up_axis == "none" else args.up_axis,
-        epochs=1,
-        eval_every=args.eval_every,
-        device=args.device,
-        amp=args.amp,
-        seed=args.seed,
-    )
+    cfg = TrainConfig.from_dict({**load_recipe(args.recipe, **recipe_overrides(args)),
+                                 "epochs": 1, "device": args.device, "seed": args.seed})
     budget = args.minutes * 60
     # Fit the schedule to the budget: time a few steps, plan the epochs, decay the LR late.
     epochs = args.epochs
@@ -229,8 +232,7 @@ def run_quality(args: argparse.Namespace) -> dict:
         del probe
         print(f"~{epoch_s:.0f} s/epoch (whole clouds ~{full_s:.0f} s) + {graph_s:.0f} s of kNN "
               f"graphs -> {epochs} epochs ({full} on whole clouds)", flush=True)  # fmt: skip
-    milestones = tuple(sorted({max(1, round(f * epochs)) for f in args.milestones}))
-    cfg = replace(cfg, epochs=epochs, time_budget_s=budget, milestones=milestones)
+    cfg = replace(cfg, epochs=epochs, time_budget_s=budget)
     steps = f", milestones {cfg.milestones} (gamma {cfg.gamma})" if cfg.scheduler == "multistep" else ""
     print(f"{epochs} epochs, {cfg.scheduler} schedule{steps}", flush=True)
 
@@ -248,7 +250,7 @@ def run_quality(args: argparse.Namespace) -> dict:
         untrained = timed_eval(model.to(cfg.device), cfg.num_points, "untrained")
         del model
 
-    name = f"finetune_{args.backbone}_{args.objective}" + (f"_{args.tag}" if args.tag else "")
+    name = f"finetune_{cfg.backbone}_{cfg.objective}" + (f"_{args.tag}" if args.tag else "")
     workdir = Path(args.workdir) / name.removeprefix("finetune_")
     shutil.rmtree(workdir, ignore_errors=True)
     last_print = [0.0]
@@ -297,8 +299,9 @@ def run_quality(args: argparse.Namespace) -> dict:
     results.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(workdir / "curves.png", results / f"{name}.png")
     result = {
-        "backbone": args.backbone,
-        "objective": args.objective,
+        "recipe": args.recipe,
+        "backbone": cfg.backbone,
+        "objective": cfg.objective,
         "minutes": args.minutes,
         "machine": machine(),
         "state": summary["state"],
@@ -446,13 +449,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batches", nargs="+", type=int, default=[32, 64])
     ap.add_argument("--steps", type=int, default=None, help="timed steps per configuration")
     ap.add_argument("--cpu-only", action="store_true")
-    ap.add_argument("--backbone", default="pointnet")
-    ap.add_argument("--objective", default="normsoftmax")
+    ap.add_argument("--backbone", help="overrides the recipe's (throughput: pointnet)")
+    ap.add_argument("--objective", help="overrides the recipe's (throughput: normsoftmax)")
     ap.add_argument("--minutes", type=float, default=5.0)
-    ap.add_argument("--embed-dim", type=int, default=512)
-    ap.add_argument("--lr", type=float, default=5e-4)
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--k", type=int, default=4)
+    ap.add_argument("--embed-dim", type=int)
+    ap.add_argument("--lr", type=float)
+    ap.add_argument("--batch", type=int)
+    ap.add_argument("--k", type=int)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=2)
@@ -460,28 +463,30 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--workdir", default="/tmp/meshsearch_finetune")
     ap.add_argument("--note", default=None, help="a remark shown under the quality table")
     q = ap.add_argument_group("--quality options")
+    q.add_argument("--recipe", default="cpu-45min",
+                   help="the training recipe (a name or a .yml path); the flags below override it")
     q.add_argument("--num-points", type=int, default=None, help="train on a random subset")
-    q.add_argument("--full-points-epochs", type=int, default=0,
+    q.add_argument("--full-points-epochs", type=int,
                    help="the last N epochs train (and evaluate) on whole clouds")  # fmt: skip
     q.add_argument("--eval-points", type=int, default=None,
                    help="final extra evaluation on this many points (default: all, if fewer trained)")  # fmt: skip
-    q.add_argument("--up-axis", default="z", choices=["x", "y", "z", "none"],
+    q.add_argument("--up-axis", choices=["x", "y", "z", "none"],
                    help="rotation augmentation axis; none for aligned data such as ModelNet40")
-    q.add_argument("--model-config", default="{}", help="JSON: fields of the backbone's config")
+    q.add_argument("--model-config", help="JSON: fields of the backbone's config")
     q.add_argument("--margin", type=float, default=None)
-    q.add_argument("--objective-kwargs", default="{}", help="JSON: keyword arguments of the loss")
-    q.add_argument("--optimizer", default="adam")
-    q.add_argument("--weight-decay", type=float, default=0.0)
-    q.add_argument("--scheduler", default="multistep", help="a name of meshsearch.train.SCHEDULERS")
-    q.add_argument("--gamma", type=float, default=0.5, help="LR factor at each milestone")
-    q.add_argument("--milestones", nargs="+", type=float, default=[0.6, 0.85],
-                   help="LR milestones as fractions of the planned epochs")  # fmt: skip
+    q.add_argument("--objective-kwargs", help="JSON: keyword arguments of the loss")
+    q.add_argument("--optimizer")
+    q.add_argument("--weight-decay", type=float)
+    q.add_argument("--scheduler", help="a name of meshsearch.registry.SCHEDULERS")
+    q.add_argument("--gamma", type=float, help="LR factor at each milestone")
+    q.add_argument("--milestones", nargs="+", type=int,
+                   help="LR milestones in epochs (multistep), as in TrainConfig")  # fmt: skip
     q.add_argument("--epochs", type=int, default=None, help="planned epochs (default: timed)")
     q.add_argument("--probe-steps", type=int, default=20, help="timed steps to plan the epochs")
     q.add_argument("--reserve", type=float, default=0.04,
                    help="fraction of the budget left out when planning the epochs")
-    q.add_argument("--eval-every", type=int, default=0, help="epochs between evaluations")
-    q.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True,
+    q.add_argument("--eval-every", type=int, help="epochs between evaluations")
+    q.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                    help="bf16 autocast in training (CUDA, or CPU with AMX)")  # fmt: skip
     q.add_argument("--tag", default="", help="suffix of the result and work-directory names")
     q.add_argument("--results", default=str(RESULTS), help="folder of the result JSON and PNG")
@@ -490,7 +495,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     if args.throughput_one:
         backbone, batch = args.throughput_one
-        r = throughput_one(backbone, int(batch), args.device, args.objective, args.steps or 3)
+        r = throughput_one(backbone, int(batch), args.device, args.objective or "normsoftmax",
+                          args.steps or 3)
         print(json.dumps(r))
         return
     if args.evaluate:

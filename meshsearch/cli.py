@@ -24,7 +24,7 @@ def _docs_from(source: str):
     """Documents from a prepared ``.bin`` DocList, a dataset folder, or a single shape file."""
     from meshsearch.client import docs_from_records
     from meshsearch.dataset import read_doclist, scan
-    from meshsearch.docs import DocList, ShapeDoc
+    from meshsearch.schema import DocList, ShapeDoc
 
     path = Path(source)
     if path.suffix == ".bin":
@@ -100,10 +100,18 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         Path(args.json).write_text(json.dumps(result["metrics"], indent=2))
 
 
+def _train_fields(args: argparse.Namespace) -> dict:
+    """TrainConfig fields given on the command line: ``--config`` JSON, then single flags."""
+    fields = json.loads(args.config) if args.config else {}
+    flags = {"epochs": args.epochs, "objective": args.objective, "backbone": args.backbone}
+    fields.update({k: v for k, v in flags.items() if v is not None})
+    return fields
+
+
 def cmd_finetune(args: argparse.Namespace) -> None:
-    config = json.loads(args.config) if args.config else {}
-    config.update({k: v for k, v in (("epochs", args.epochs), ("objective", args.objective),
-                                     ("backbone", args.backbone)) if v is not None})
+    config = _train_fields(args)
+    if args.recipe:
+        config["recipe"] = args.recipe
     with ExitStack() as stack:
         client = _flow_client(args, stack)
         if args.data:
@@ -124,15 +132,17 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     import numpy as np
 
     from meshsearch.dataset import read_doclist
+    from meshsearch.registry import load_recipe
     from meshsearch.train import TrainConfig, pretrain
 
     train = read_doclist(Path(args.data) / "train.bin")
     points = np.stack([np.asarray(d.points, np.float32) for d in train])
     labels = [d.label for d in train]
-    config = TrainConfig(backbone=args.backbone, epochs=args.epochs, objective="normsoftmax",
-                         miner=None, margin=None)
+    fields = {"backbone": "pointconv", "epochs": 20, **_train_fields(args)}
+    if args.recipe:
+        fields = load_recipe(args.recipe, **_train_fields(args))
     workdir = Path(args.workdir or Path(args.out).with_suffix(".run"))
-    summary = pretrain(points, labels, config, workdir)
+    summary = pretrain(points, labels, TrainConfig.from_dict(fields), workdir)
     shutil.copyfile(workdir / "last.pt", args.out)
     print(json.dumps({"checkpoint": args.out, "state": summary.get("state")}, default=str))
 
@@ -158,16 +168,41 @@ def cmd_report(args: argparse.Namespace) -> None:
     print(f"wrote {write_report(args.run_dir, args.out, gallery=args.gallery)}")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="meshsearch", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+def _flow_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", help="a running Flow, e.g. grpc://127.0.0.1:54321 "
+                                  "(default: start one on localhost for this command)")
+    p.add_argument("--workspace", default="workspace",
+                   help="where a local Flow keeps its index and jobs")
 
-    def flow_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--host", help="a running Flow, e.g. grpc://127.0.0.1:54321 "
-                                      "(default: start one on localhost for this command)")
-        p.add_argument("--workspace", default="workspace",
-                       help="where a local Flow keeps its index and jobs")
 
+def _catalogue() -> str:
+    """The recipes, backbones and objectives by name (imports torch: built for --help only)."""
+    import meshsearch.models  # noqa: F401  (registers the backbones)
+    import meshsearch.objectives  # noqa: F401
+    import meshsearch.train  # noqa: F401  (the optimisers and schedules)
+    from meshsearch.registry import (
+        BACKBONES,
+        OBJECTIVES,
+        SCHEDULERS,
+        recipe_description,
+        recipe_names,
+    )
+
+    recipes = "\n".join(f"  {n}: {recipe_description(n)}" for n in recipe_names())
+    return (f"recipes (--recipe NAME, or the path of a .yml file):\n{recipes}\n"
+            f"backbones: {', '.join(BACKBONES)}\nobjectives: {', '.join(OBJECTIVES)}\n"
+            f"schedulers: {', '.join(SCHEDULERS)}")
+
+
+def _training_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--recipe", help="a training recipe by name or path (see below)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--objective")
+    p.add_argument("--backbone")
+    p.add_argument("--config", help="more TrainConfig fields as JSON (override the recipe)")
+
+
+def _add_synth(sub) -> None:
     p = sub.add_parser("synth", help="generate shapes in ModelNet layout")
     p.add_argument("out")
     p.add_argument("--classes", type=int, default=10)
@@ -175,6 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_synth)
 
+
+def _add_prepare(sub) -> None:
     p = sub.add_parser("prepare", help="sample every shape once into train.bin/test.bin")
     p.add_argument("data")
     p.add_argument("--out", required=True)
@@ -184,50 +221,62 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", help="CSV of path,label[,split] for other layouts")
     p.set_defaults(func=cmd_prepare)
 
+
+def _add_serve(sub) -> None:
     p = sub.add_parser("serve", help="serve a Flow until Ctrl-C")
     p.add_argument("flow", nargs="?", default=None)
     p.add_argument("--port", type=int, default=54321)
     p.add_argument("--workspace", default="workspace")
     p.set_defaults(func=cmd_serve)
 
+
+def _add_index(sub) -> None:
     p = sub.add_parser("index", help="index a folder, a prepared .bin or one file")
     p.add_argument("source")
-    flow_args(p)
+    _flow_args(p)
     p.set_defaults(func=cmd_index)
 
+
+def _add_search(sub) -> None:
     p = sub.add_parser("search", help="the shapes most like a query file (or folder / .bin)")
     p.add_argument("query")
     p.add_argument("-k", type=int, default=10)
     p.add_argument("--label", help="only matches with this label")
-    flow_args(p)
+    _flow_args(p)
     p.set_defaults(func=cmd_search)
 
+
+def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="index one set, query with another, print metrics")
     p.add_argument("--index", required=True, help="train.bin (or a folder)")
     p.add_argument("--queries", required=True, help="test.bin (or a folder)")
     p.add_argument("--checkpoint")
     p.add_argument("--json")
-    flow_args(p)
+    _flow_args(p)
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("finetune", help="start a finetuning job (and follow it with --watch)")
+
+def _add_finetune(sub, epilog: str | None) -> None:
+    p = sub.add_parser("finetune", help="start a finetuning job (and follow it with --watch)",
+                       epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", help="labelled shapes: a folder or a prepared dir's .bin")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--objective")
-    p.add_argument("--backbone")
-    p.add_argument("--config", help="more TrainConfig fields as JSON")
+    _training_args(p)
     p.add_argument("--watch", action="store_true")
-    flow_args(p)
+    _flow_args(p)
     p.set_defaults(func=cmd_finetune)
 
-    p = sub.add_parser("pretrain", help="supervised classification pretraining of an encoder")
+
+def _add_pretrain(sub, epilog: str | None) -> None:
+    p = sub.add_parser("pretrain", help="supervised classification pretraining of an encoder",
+                       epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("data", help="a folder written by `meshsearch prepare`")
     p.add_argument("--out", required=True)
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--backbone", default="pointconv")
+    _training_args(p)
     p.add_argument("--workdir")
     p.set_defaults(func=cmd_pretrain)
 
+
+def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="shapes -> Flow -> untrained vs finetuned metrics")
     p.add_argument("--data", help="a ModelNet-layout folder (default: generated shapes)")
     p.add_argument("--workdir", default="demo-run")
@@ -238,25 +287,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
 
+
+def _add_show(sub) -> None:
     p = sub.add_parser("show", help="a PNG of a query shape and its top-k matches")
     p.add_argument("query", help="a shape file")
     p.add_argument("-k", type=int, default=5)
     p.add_argument("--out", default="grid.png")
     p.add_argument("--label", help="the query's class (default: its ModelNet class folder)")
     p.add_argument("--up-axis", choices=("x", "y", "z"), default="z")
-    flow_args(p)
+    _flow_args(p)
     p.set_defaults(func=cmd_show)
 
+
+def _add_report(sub) -> None:
     p = sub.add_parser("report", help="a self-contained HTML page of a demo or evaluation run")
     p.add_argument("run_dir")
     p.add_argument("--out", help="the HTML file (default: RUN_DIR/report.html)")
     p.add_argument("--gallery", type=int, default=6, help="sample queries shown (0: none)")
     p.set_defaults(func=cmd_report)
+
+
+def build_parser(full_help: bool = False) -> argparse.ArgumentParser:
+    """The command line; ``full_help`` adds the registries' names to the training commands'
+    help (it imports torch, so only ``--help`` pays for it)."""
+    parser = argparse.ArgumentParser(prog="meshsearch", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    epilog = _catalogue() if full_help else None
+    for add in (_add_synth, _add_prepare, _add_serve, _add_index, _add_search, _add_evaluate):
+        add(sub)
+    _add_finetune(sub, epilog)
+    _add_pretrain(sub, epilog)
+    for add in (_add_demo, _add_show, _add_report):
+        add(sub)
     return parser
 
 
 def main(argv: Optional[list[str]] = None) -> None:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(full_help="-h" in argv or "--help" in argv).parse_args(argv)
     if args.command == "serve" and args.flow is None:
         from meshsearch.client import DEFAULT_FLOW
 

@@ -8,9 +8,10 @@ from typing import Any, Optional
 
 from meshsearch.client import MeshsearchClient, docs_from_records, local_flow
 from meshsearch.dataset import scan
-from meshsearch.docs import DocList, ShapeDoc
 from meshsearch.metrics import format_table
+from meshsearch.registry import load_recipe
 from meshsearch.report import GALLERY_FILE, gallery_entries, gallery_queries, write_report
+from meshsearch.schema import DocList, ShapeDoc
 
 GALLERY_K = 5  # matches saved per sample query
 TABLE_KEYS = ("mAP@1", "mAP@5", "mAP@10", "mNDCG@1", "mNDCG@5", "mNDCG@10")
@@ -18,15 +19,7 @@ TABLE_KEYS = ("mAP@1", "mAP@5", "mAP@10", "mNDCG@1", "mNDCG@5", "mNDCG@10")
 # What the default demo trains: sized to finish within 10 minutes on 2 CPU cores. PointConv's
 # first two levels stay fixed (a full backward pass runs at ~2 clouds/s on 2 cores); the group-all
 # level and the projector learn, with the tutorial's easy-positive / semihard-negative triplets.
-DEMO_TRAINING = {
-    "batch_size": 32,
-    "k_per_class": 4,
-    "lr": 1e-3,
-    "milestones": [1000],
-    "objective": "triplet",
-    "freeze": ["_point_encoder.sa1", "_point_encoder.sa2"],
-    "eval_every": 2,
-}
+DEMO_RECIPE = "demo"  # meshsearch/recipes/demo.yml
 
 
 def _split(docs: DocList[ShapeDoc], split: str) -> DocList[ShapeDoc]:
@@ -87,7 +80,7 @@ def run_demo(
         gallery = {"untrained": gallery_entries(client.search(samples, limit=GALLERY_K))}
 
         client.send_training_data(train + test, reset=True)
-        config = {**DEMO_TRAINING, **(training or {}), "epochs": epochs, "seed": seed}
+        config = load_recipe(DEMO_RECIPE, **(training or {}), epochs=epochs, seed=seed)
         job_id = client.finetune(**config)
         say(f"finetuning job {job_id}: {epochs} epochs on {len(train)} shapes")
         status = client.wait(job_id)

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from meshsearch.render import comparison_image, png_bytes
+from meshsearch.utils.fs import read_jsonl
 
 GALLERY_FILE = "gallery.json"
 
@@ -90,12 +91,7 @@ def curves_png(job_dir: Path, select_metric: str = "mAP@10") -> Optional[bytes]:
     """The job's ``curves.png``, or curves re-plotted from its ``metrics.jsonl``."""
     if (job_dir / "curves.png").is_file():
         return (job_dir / "curves.png").read_bytes()
-    records = []
-    for line in (job_dir / "metrics.jsonl").read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:  # a line cut short by a killed run
-            break
+    records = read_jsonl(job_dir / "metrics.jsonl")  # stops at a line cut short by a kill
     if not records:
         return None
     from meshsearch.train import plot_curves  # imports torch: only when curves.png is missing
