@@ -10,10 +10,10 @@ from jina import requests
 
 from executors.common import MeshsearchExecutor, check_points, fail, pending
 from meshsearch.dataset import load_many
-from meshsearch.docs import ShapeDoc
 from meshsearch.io import LoadLimits, MeshLoadError, resolve_uri
+from meshsearch.schema import ShapeDoc
+from meshsearch.utils.params import parse_bool
 
-MAX_BYTES = 128 * 2**20  # a mesh file this large is a mistake or an attack, not a shape
 _UNSET_ENV = re.compile(r"\$\{?\w+\}?")  # what jina leaves of ${{ ENV.NAME }} when NAME is unset
 
 
@@ -27,26 +27,15 @@ def parse_roots(roots: Optional[list[str] | str]) -> Optional[list[str]]:
     return [str(Path(r).resolve()) for r in roots] if roots else None
 
 
-def parse_flag(value: bool | str, name: str) -> bool:
-    """A true/false option that may come as text from an environment variable."""
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("", "0", "false", "no", "off"):
-        return False
-    raise ValueError(f"{name} must be true or false, got {value!r}")
-
-
 class MeshLoader(MeshsearchExecutor):
     """Loads, samples and normalises shapes; a bad file fails its document, never the request.
 
     Documents that already carry points are only checked. Files are read only under ``data_roots``
     (None or empty: anywhere) and remote URLs only with ``allow_remote``. Both may come as text, so
     that a Flow YAML can take them from the environment: ``data_roots`` as folders separated by
-    ``os.pathsep`` (``${{ ENV.MESHSEARCH_DATA_ROOTS }}``), ``allow_remote`` as true/false/1/0.
-    Files over ``max_bytes`` (default 128 MiB) are refused before they are read.
+    ``os.pathsep`` (``${{ ENV.MESHSEARCH_DATA_ROOTS }}``), ``allow_remote`` as the text true or
+    false (strict: :func:`~meshsearch.utils.params.parse_bool`). Files over ``max_bytes`` (default:
+    the core's ``LoadLimits().max_bytes``, 256 MiB) are refused before they are read.
     """
 
     def __init__(
@@ -57,7 +46,7 @@ class MeshLoader(MeshsearchExecutor):
         workers: int = 1,
         data_roots: Optional[list[str] | str] = None,
         allow_remote: bool | str = False,
-        max_bytes: int = MAX_BYTES,
+        max_bytes: int = LoadLimits.max_bytes,
         max_vertices: int = LoadLimits.max_vertices,
         max_faces: int = LoadLimits.max_faces,
         **kwargs,
@@ -68,7 +57,7 @@ class MeshLoader(MeshsearchExecutor):
         self.method = method
         self.workers = workers
         self.data_roots = parse_roots(data_roots)
-        self.allow_remote = parse_flag(allow_remote, "allow_remote")
+        self.allow_remote = parse_bool(allow_remote, "allow_remote")
         self.limits = LoadLimits(max_bytes=max_bytes, max_vertices=max_vertices, max_faces=max_faces)
 
     @requests(on=["/index", "/search", "/evaluate", "/encode", "/load", "/finetune/data"])

@@ -5,7 +5,8 @@
 - :func:`load_many` turns many files into fixed-size clouds in a process pool; a bad file becomes
   its :class:`~meshsearch.io.MeshLoadError` in the result list instead of stopping the batch.
 - :func:`prepare` does both and writes ``train.bin``/``test.bin`` (``DocList[ShapeDoc]`` protobuf),
-  ``errors.jsonl`` and ``summary.json``, with a content-keyed cache so a re-run skips unchanged files.
+  ``errors.jsonl`` and ``summary.json`` (all written atomically, :mod:`meshsearch.utils.fs`), with a
+  content-keyed cache so a re-run skips unchanged files.
 
 Each file is sampled with a seed derived from the run seed and the file *name*, so results do not
 depend on the worker count, the order of files or where the dataset folder lives.
@@ -31,11 +32,12 @@ import numpy as np
 from tqdm import tqdm
 
 from meshsearch.io import SUPPORTED, LoadLimits, MeshLoadError, load_points
+from meshsearch.utils.fs import atomic_write, write_bytes, write_jsonl, write_text
 
 if TYPE_CHECKING:  # docarray takes seconds to import: only the functions that write docs load it
     from docarray import DocList
 
-    from meshsearch.docs import ShapeDoc
+    from meshsearch.schema import ShapeDoc
 
 SPLITS: tuple[str, ...] = ("train", "test")
 _CACHE_VERSION = b"meshsearch-points-v1"  # bump when sampling changes, to invalidate old caches
@@ -161,13 +163,15 @@ _Task = tuple[str, int, int, str, LoadLimits, str | None]
 
 def _store(target: Path, points: np.ndarray) -> None:
     """Write a cache entry atomically; the cache is best-effort, so a failed write is ignored."""
-    tmp = target.with_suffix(f".{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
+
+    def save(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:  # a file object: np.save would add ".npy" to a path
             np.save(fh, points)
-        os.replace(tmp, target)
+
+    try:
+        atomic_write(target, save)
     except OSError:
-        tmp.unlink(missing_ok=True)
+        pass
 
 
 def _load_task(task: _Task) -> tuple[np.ndarray | MeshLoadError, bool]:
@@ -261,13 +265,9 @@ def load_many(
 
 def write_doclist(docs: DocList[ShapeDoc] | Sequence[ShapeDoc], path: str | os.PathLike) -> None:
     """Write documents as ``DocList[ShapeDoc]`` protobuf bytes (never pickle), atomically."""
-    from meshsearch.docs import DocList, ShapeDoc
+    from meshsearch.schema import DocList, ShapeDoc
 
-    data = DocList[ShapeDoc](docs).to_bytes(protocol="protobuf", compress=None)
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    write_bytes(path, DocList[ShapeDoc](docs).to_bytes(protocol="protobuf", compress=None))
 
 
 def read_doclist(path: str | os.PathLike) -> DocList[ShapeDoc]:
@@ -277,7 +277,7 @@ def read_doclist(path: str | os.PathLike) -> DocList[ShapeDoc]:
     documents; a count that the file cannot hold is refused before decoding, since docarray
     would otherwise loop over it.
     """
-    from meshsearch.docs import DocList, ShapeDoc
+    from meshsearch.schema import DocList, ShapeDoc
 
     data = Path(path).read_bytes()
     if len(data) >= 9 and data[0] == 2:
@@ -307,7 +307,7 @@ def prepare(
     ``summary.json``, and with ``cache`` a ``cache/`` folder of clouds keyed by file content and
     settings, so a re-run only loads new or changed files. Returns the summary.
     """
-    from meshsearch.docs import ShapeDoc
+    from meshsearch.schema import ShapeDoc
 
     records = scan(root, manifest)
     out = Path(out_dir)
@@ -333,8 +333,7 @@ def prepare(
         )
     for split, docs in by_split.items():
         write_doclist(docs, out / f"{split}.bin")
-    with open(out / "errors.jsonl", "w", encoding="utf-8") as fh:
-        fh.writelines(json.dumps(error) + "\n" for error in errors)
+    write_jsonl(out / "errors.jsonl", errors)
     summary = {
         "loaded": len(records) - len(errors),
         "failed": len(errors),
@@ -347,7 +346,7 @@ def prepare(
         "workers": workers,
         "splits": {split: len(docs) for split, docs in by_split.items()},
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
 
 

@@ -23,6 +23,8 @@ from collections.abc import Hashable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from meshsearch.geometry.normalize import unit_rows
+
 DEFAULT_KS: tuple[int, ...] = (1, 5, 10)
 DEFAULT_TABLE_KEYS: tuple[str, ...] = ("mAP@1", "mAP@5", "mAP@10", "mNDCG@1", "mNDCG@5", "mNDCG@10")
 
@@ -139,16 +141,10 @@ def mean_metrics(per_query: Mapping[str, np.ndarray]) -> dict[str, float]:
     return out
 
 
-def _unit_rows(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length; zero rows stay zero (and so score 0 against everything)."""
-    x = np.asarray(x, dtype=np.float64)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.where(norms > 0, norms, 1.0)
-
-
 def cosine_scores(queries: np.ndarray, index: np.ndarray) -> np.ndarray:
-    """Cosine similarity of each query embedding ``(Q, E)`` to each index embedding ``(N, E)``."""
-    return _unit_rows(queries) @ _unit_rows(index).T
+    """Cosine similarity of each query embedding ``(Q, E)`` to each index embedding ``(N, E)``,
+    in float64; a zero embedding scores 0 against everything."""
+    return unit_rows(queries, np.float64) @ unit_rows(index, np.float64).T
 
 
 def retrieval_metrics(

@@ -1,148 +1,27 @@
-"""Point sampling on meshes and point clouds (pure NumPy).
-
-Every function takes arrays and returns new arrays; randomness comes from an explicit ``seed`` so
-the same inputs always give the same points, whatever process computes them.
-"""
+"""Old import path of :mod:`meshsearch.geometry` (sampling, FPS, normalisation, rotation)."""
 
 from __future__ import annotations
 
-from typing import Literal
+from meshsearch.geometry import (
+    UP_AXES,
+    ResampleMethod,
+    SurfaceMethod,
+    face_areas,
+    farthest_point_sample,
+    normalize,
+    resample_points,
+    rotate_about_axis,
+    sample_surface,
+)
 
-import numpy as np
-
-UP_AXES: dict[str, int] = {"x": 0, "y": 1, "z": 2}
-
-SurfaceMethod = Literal["uniform", "fps"]
-ResampleMethod = Literal["random", "fps"]
-
-
-def face_areas(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Area of each triangle, (F,) float64: the weights of area-uniform surface sampling."""
-    vertices = np.asarray(vertices, dtype=np.float64)
-    a = vertices[faces[:, 0]]
-    u, w = vertices[faces[:, 1]] - a, vertices[faces[:, 2]] - a
-    # The cross product written out: about twice as fast as np.cross on (F, 3) rows.
-    cx = u[:, 1] * w[:, 2] - u[:, 2] * w[:, 1]
-    cy = u[:, 2] * w[:, 0] - u[:, 0] * w[:, 2]
-    cz = u[:, 0] * w[:, 1] - u[:, 1] * w[:, 0]
-    return 0.5 * np.sqrt(cx * cx + cy * cy + cz * cz)
-
-
-def sample_surface(
-    vertices: np.ndarray,
-    faces: np.ndarray,
-    num_points: int,
-    seed: int = 0,
-    *,
-    method: SurfaceMethod = "uniform",
-    oversample: int = 4,
-    areas: np.ndarray | None = None,
-) -> np.ndarray:
-    """Sample ``num_points`` points uniformly over the surface of a triangle mesh, (num_points, 3) float32.
-
-    Faces are drawn with probability proportional to their area, then a point is drawn uniformly
-    inside each face (barycentric coordinates with the square-root trick), so the density per unit
-    area is the same everywhere. ``method="fps"`` draws ``oversample`` times as many points and keeps
-    a farthest-point subset of them: more even coverage, at the cost of the FPS loop. ``areas``
-    takes precomputed :func:`face_areas` to save recomputing them.
-    """
-    if num_points < 1:
-        raise ValueError(f"num_points must be positive, got {num_points}")
-    if method not in ("uniform", "fps"):
-        raise ValueError(f"unknown sampling method {method!r}; use 'uniform' or 'fps'")
-    vertices = np.asarray(vertices, dtype=np.float64)
-    faces = np.asarray(faces)
-    areas = face_areas(vertices, faces) if areas is None else areas
-    cdf = np.cumsum(areas)
-    if faces.shape[0] == 0 or not cdf[-1] > 0 or not np.isfinite(cdf[-1]):
-        raise ValueError("mesh has no surface area to sample")
-    rng = np.random.default_rng(seed)
-    count = num_points * max(1, oversample) if method == "fps" else num_points
-    # side="right" never picks a zero-area face: its cdf value equals its predecessor's.
-    chosen = np.searchsorted(cdf, rng.random(count) * cdf[-1], side="right")
-    tri = vertices[faces[np.minimum(chosen, len(cdf) - 1)]]
-    r1 = np.sqrt(rng.random((count, 1)))
-    r2 = rng.random((count, 1))
-    points = (1.0 - r1) * tri[:, 0] + r1 * (1.0 - r2) * tri[:, 1] + r1 * r2 * tri[:, 2]
-    if method == "fps":
-        points = points[farthest_point_sample(points, num_points, start=int(rng.integers(count)))]
-    return points.astype(np.float32)
-
-
-def farthest_point_sample(points: np.ndarray, num_points: int, start: int = 0) -> np.ndarray:
-    """Indices (num_points,) int64 of a greedy farthest-point subset of ``points``, starting at ``start``.
-
-    Each step adds the point farthest from those already chosen, which spreads the subset evenly
-    over the cloud. One vectorised distance update over all N points per step: O(N * num_points).
-    """
-    points = np.asarray(points, dtype=np.float64)
-    n = points.shape[0]
-    if not 0 < num_points <= n:
-        raise ValueError(f"cannot pick {num_points} of {n} points")
-    indices = np.empty(num_points, dtype=np.int64)
-    indices[0] = start
-    dist = np.full(n, np.inf)
-    for i in range(1, num_points):
-        diff = points - points[indices[i - 1]]
-        np.minimum(dist, np.einsum("ij,ij->i", diff, diff), out=dist)
-        indices[i] = int(np.argmax(dist))
-    return indices
-
-
-def resample_points(
-    points: np.ndarray, num_points: int, method: ResampleMethod = "random", seed: int = 0
-) -> np.ndarray:
-    """Bring a point cloud to exactly ``num_points`` points, (num_points, 3) float32.
-
-    With more points than asked, keep a random subset (``"random"``) or a farthest-point subset
-    (``"fps"``); with fewer, keep them all and pad with random repeats, so any cloud fits a
-    fixed-size batch.
-    """
-    if num_points < 1:
-        raise ValueError(f"num_points must be positive, got {num_points}")
-    if method not in ("random", "fps"):
-        raise ValueError(f"unknown resampling method {method!r}; use 'random' or 'fps'")
-    points = np.asarray(points)
-    n = points.shape[0]
-    if n == 0:
-        raise ValueError("cannot resample an empty point cloud")
-    rng = np.random.default_rng(seed)
-    if n >= num_points:
-        if method == "fps":
-            idx = farthest_point_sample(points, num_points, start=int(rng.integers(n)))
-        else:
-            idx = rng.choice(n, size=num_points, replace=False)
-    else:
-        idx = rng.permutation(np.concatenate([np.arange(n), rng.integers(0, n, num_points - n)]))
-    return points[idx].astype(np.float32)
-
-
-def normalize(points: np.ndarray) -> np.ndarray:
-    """Centre a cloud on its mean and scale it into the unit sphere (largest norm 1).
-
-    Makes shapes comparable whatever their units and position. Float input keeps its dtype, other
-    input becomes float32. Raises ValueError when all points coincide (no scale to divide by).
-    """
-    points = np.asarray(points)
-    dtype = points.dtype if np.issubdtype(points.dtype, np.floating) else np.float32
-    centred = points.astype(np.float64) - points.mean(axis=0, dtype=np.float64)
-    scale = np.sqrt(np.einsum("ij,ij->i", centred, centred).max()) if len(centred) else 0.0
-    if not scale > 0 or not np.isfinite(scale):
-        raise ValueError("cannot normalise: all points are identical (or not finite)")
-    return (centred / scale).astype(dtype)
-
-
-def rotate_about_axis(points: np.ndarray, angle: float, up_axis: str = "z") -> np.ndarray:
-    """Rotate points by ``angle`` radians about the ``up_axis`` ("x", "y" or "z"), right-handed.
-
-    Used for rotation augmentation about a dataset's up direction; keeps the input dtype.
-    """
-    if up_axis not in UP_AXES:
-        raise ValueError(f"up_axis must be one of {sorted(UP_AXES)}, got {up_axis!r}")
-    axis = UP_AXES[up_axis]
-    a, b = ((1, 2), (2, 0), (0, 1))[axis]  # the rotated plane, ordered for a right-handed turn
-    c, s = np.cos(angle), np.sin(angle)
-    rot = np.eye(3)
-    rot[a, a], rot[a, b], rot[b, a], rot[b, b] = c, -s, s, c
-    points = np.asarray(points)
-    return (points @ rot.T).astype(points.dtype, copy=False)
+__all__ = [
+    "UP_AXES",
+    "ResampleMethod",
+    "SurfaceMethod",
+    "face_areas",
+    "farthest_point_sample",
+    "normalize",
+    "resample_points",
+    "rotate_about_axis",
+    "sample_surface",
+]

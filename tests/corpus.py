@@ -194,7 +194,8 @@ def serve_http(folder: Path):
 # Served Flows
 
 CHEAP = {  # the all-in-one Flow with a small encoder: thousands of shapes in seconds on a CPU
-    "loader": {"num_points": 256, "data_roots": "${{ ENV.MESHSEARCH_DATA_ROOTS }}"},
+    "loader": {"num_points": 256, "data_roots": "${{ ENV.MESHSEARCH_DATA_ROOTS }}",
+               "max_bytes": 128 * 2**20},  # below the 256 MiB default: the limit is configurable
     "encoder": {"backbone": "pointnet", "embed_dim": 64, "num_points": 256,
                 "model_config": {"hidden_dim": 128, "projector_dim": 256}},
     "indexer": {"embed_dim": 64},

@@ -187,7 +187,7 @@ def test_prepare_changed_file_is_reloaded(modelnet, tmp_path):
 
 
 def test_doclist_round_trip(tmp_path):
-    from meshsearch.docs import ShapeDoc
+    from meshsearch.schema import ShapeDoc
 
     docs = [ShapeDoc(uri="a.off", label="x", points=np.ones((4, 3), np.float32))]
     write_doclist(docs, tmp_path / "d.bin")

@@ -143,3 +143,40 @@ def test_rotate_about_axis():
     assert rotate_about_axis(p.astype(np.float32), 1.0).dtype == np.float32
     with pytest.raises(ValueError):
         rotate_about_axis(p, 1.0, "w")
+
+
+def test_new_paths_are_the_old_names():
+    import meshsearch.sampling as old
+    from meshsearch import geometry
+
+    for name in old.__all__:
+        assert getattr(old, name) is getattr(geometry, name), name
+
+
+@pytest.mark.parametrize("start", [0, 17])
+def test_fps_numpy_and_torch_agree(start):
+    torch = pytest.importorskip("torch")
+    from meshsearch.geometry.fps import fps_numpy, fps_torch
+
+    rng = np.random.default_rng(5)
+    clouds = rng.normal(size=(3, 400, 3)).astype(np.float32)
+    want = fps_torch(torch.from_numpy(clouds), 64, start=start).numpy()
+    np.testing.assert_array_equal(fps_numpy(clouds, 64, start=start), want)
+    for cloud, idx in zip(clouds, want, strict=True):  # one cloud: (N, 3) -> (num,)
+        np.testing.assert_array_equal(fps_numpy(cloud, 64, start=start), idx)
+    np.testing.assert_array_equal(  # the checked call computes in float64
+        farthest_point_sample(clouds[0], 64, start=start),
+        fps_numpy(clouds[0].astype(np.float64), 64, start=start),
+    )
+
+
+def test_unit_rows_leaves_zero_rows_at_zero():
+    from meshsearch.geometry import unit_rows
+
+    x = np.array([[3.0, 4.0], [0.0, 0.0], [1e-14, 0.0], [np.nan, 1.0]])
+    out = unit_rows(x)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out[0], [0.6, 0.8], rtol=1e-6)
+    assert (out[1] == 0).all() and (out[2] == 0).all()  # zero (or tiny) rows stay zero
+    assert np.isnan(out[3]).any()  # a NaN row is not hidden
+    assert unit_rows(x[:3], np.float64).dtype == np.float64

@@ -128,3 +128,10 @@ def test_retrieval_is_learnable_but_not_trivial():
     scores = cosine_scores(feats[~train], feats[train])
     m = retrieval_metrics(scores, labels[~train], labels[train], ks=(1,))
     assert 0.3 < m["mAP@1"] < 0.95
+
+
+def test_every_class_has_one_builder():
+    from meshsearch.synth import BUILDERS
+
+    assert list(CLASS_NAMES) == sorted(BUILDERS, key=CLASS_NAMES.index)
+    assert set(BUILDERS) == set(CLASS_NAMES) and len(CLASS_NAMES) == 15

@@ -17,6 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from meshsearch.geometry.fps import fps_numpy as _fps_numpy
+from meshsearch.geometry.fps import fps_torch as _fps_torch
+
 # ---------------------------------------------------------------------------------------------
 # Geometry
 # ---------------------------------------------------------------------------------------------
@@ -51,67 +54,11 @@ def farthest_point_sample(xyz: torch.Tensor, num: int) -> torch.Tensor:
 
     Deterministic: every cloud starts at point 0; ties in the argmax go to the lowest index; the
     squared distances are computed from coordinate differences (as in the legacy code). Small CPU
-    batches run in NumPy (:func:`_fps_numpy`), the rest in torch (:func:`_fps_torch`); both do the
-    same float operations in the same order and give identical indices.
+    batches run in NumPy, the rest in torch (:mod:`meshsearch.geometry.fps`, identical indices).
     """
     if _numpy_ok(xyz, NUMPY_MAX_BATCH):
         return torch.from_numpy(_fps_numpy(xyz.detach().numpy(), num))
     return _fps_torch(xyz, num)
-
-
-@torch.no_grad()
-def _fps_torch(xyz: torch.Tensor, num: int) -> torch.Tensor:
-    """:func:`farthest_point_sample` in torch ops (any device, any batch size)."""
-    B, N, _ = xyz.shape
-    coords = xyz.permute(2, 0, 1).contiguous()  # [3, B, N]: one contiguous row per coordinate
-    batch = torch.arange(B, device=xyz.device)
-    picked = torch.zeros(B, num, dtype=torch.long, device=xyz.device)
-    min_dist = torch.full((B, N), 1e10, dtype=xyz.dtype, device=xyz.device)
-    cur = torch.zeros(B, dtype=torch.long, device=xyz.device)
-    for i in range(num):
-        picked[:, i] = cur
-        centre = coords[:, batch, cur].unsqueeze(-1)  # [3, B, 1]
-        diff = (coords - centre).square_()  # [3, B, N]
-        dist = diff[0].add_(diff[1]).add_(diff[2])  # [B, N]: (dx^2 + dy^2) + dz^2
-        torch.minimum(min_dist, dist, out=min_dist)
-        cur = min_dist.argmax(-1)  # first maximum = lowest index
-    return picked
-
-
-def _fps_numpy(xyz: np.ndarray, num: int) -> np.ndarray:
-    """:func:`farthest_point_sample` of ``xyz [B, N, 3]`` in NumPy: the same arithmetic as
-    :func:`_fps_torch` (``(dx^2 + dy^2) + dz^2`` in the input's dtype, running minimum, first
-    maximum), with preallocated buffers and about ten small ufunc calls per step."""
-    B, N, _ = xyz.shape
-    picked = np.zeros((B, num), dtype=np.int64)
-    if num == 0:
-        return picked
-    coords = np.ascontiguousarray(xyz.transpose(2, 0, 1))  # [3, B, N]
-    x, y, z = coords
-    min_dist = np.full((B, N), 1e10, dtype=xyz.dtype)
-    dist, tmp = np.empty_like(min_dist), np.empty_like(min_dist)
-    if B == 1:  # 1-d rows and scalar centres: the cheapest indexing
-        x, y, z, min_dist, dist, tmp = x[0], y[0], z[0], min_dist[0], dist[0], tmp[0]
-    flat, offsets = coords.reshape(3, B * N), np.arange(B) * N
-    cur = 0 if B == 1 else np.zeros(B, dtype=np.int64)
-    for i in range(num):
-        if B == 1:
-            picked[0, i] = cur
-            cx, cy, cz = x[cur], y[cur], z[cur]
-        else:
-            picked[:, i] = cur
-            cx, cy, cz = flat[:, cur + offsets, None]  # [3, B, 1]
-        np.subtract(x, cx, out=dist)
-        np.multiply(dist, dist, out=dist)
-        np.subtract(y, cy, out=tmp)
-        np.multiply(tmp, tmp, out=tmp)
-        dist += tmp
-        np.subtract(z, cz, out=tmp)
-        np.multiply(tmp, tmp, out=tmp)
-        dist += tmp
-        np.minimum(min_dist, dist, out=min_dist)
-        cur = int(min_dist.argmax()) if B == 1 else min_dist.argmax(-1)  # first maximum
-    return picked
 
 
 def row_chunk(batch: int, cols: int, target: int = 1 << 20) -> int:
