@@ -12,11 +12,12 @@ from meshsearch.models import (
     PointNetConfig,
     build_encoder,
     encoder_info,
+    layers,
     load_encoder,
     ops,
     save_checkpoint,
 )
-from meshsearch.models.ops import _LinearBNAct, linear_bn_act
+from meshsearch.models.layers import _LinearBNAct, linear_bn_act
 
 
 def test_registry_names():
@@ -174,7 +175,7 @@ def test_numpy_knn_selects_the_topk_sets(batch):
 def test_bf16_relu_bits():
     x = torch.randn(1000).to(torch.bfloat16)
     x[:3] = torch.tensor([0.0, -0.0, float("inf")])
-    assert torch.equal(ops.relu_(x.clone()), torch.relu(x))
+    assert torch.equal(layers.relu_(x.clone()), torch.relu(x))
 
 
 def test_precision_option():

@@ -14,15 +14,8 @@ from torch import nn
 from meshsearch.registry import BACKBONES
 
 from .encoder import Encoder
-from .ops import (
-    Projector,
-    UnitStack,
-    bn_act,
-    fused_when_large,
-    gather_points,
-    knn,
-    max_over,
-)
+from .layers import Projector, UnitStack, bn_act
+from .ops import fused_when_large, gather_points, knn, max_over
 
 
 @dataclass

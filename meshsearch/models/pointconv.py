@@ -25,20 +25,16 @@ from torch.utils.checkpoint import checkpoint
 from meshsearch.registry import BACKBONES
 
 from .encoder import Encoder
-from .ops import (
+from .layers import (
     Projector,
     UnitStack,
-    farthest_point_sample,
     folded_unit,
     frozen_bn_stats,
-    gather_points,
-    gather_rows,
-    inverse_density,
-    knn,
     linear_bn_act,
     precision_dtype,
     relu_,
 )
+from .ops import farthest_point_sample, gather_points, gather_rows, inverse_density, knn
 
 
 @dataclass

@@ -10,7 +10,8 @@ from torch import nn
 from meshsearch.registry import BACKBONES
 
 from .encoder import Encoder
-from .ops import Projector, UnitStack, max_over
+from .layers import Projector, UnitStack
+from .ops import max_over
 
 
 @dataclass
