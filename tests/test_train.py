@@ -405,3 +405,34 @@ def test_killed_run_resumes_from_last_checkpoint(reference, tmp_path) -> None:
     assert epochs_of(tmp_path) == [1, 2, 3, 4]
     # The resumed run continued the same batches and random draws as an uninterrupted one.
     assert losses_of(tmp_path)[:3] == pytest.approx(losses_of(reference[0]), rel=1e-5)
+
+
+def test_validation_split_is_stratified_and_spares_small_classes():
+    from meshsearch.train.split import validation_split
+
+    labels = np.array(["a"] * 20 + ["b"] * 12 + ["c"] * 3 + ["d"] * 2)
+    train, val = validation_split(labels, 0.1, seed=3)
+    assert len(np.intersect1d(train, val)) == 0 and len(train) + len(val) == len(labels)
+    held = {c: int((labels[val] == c).sum()) for c in "abcd"}
+    assert held == {"a": 2, "b": 1, "c": 0, "d": 0}  # c and d cannot spare a shape
+    again = validation_split(labels, 0.1, seed=3)
+    assert np.array_equal(again[1], val)
+    assert len(validation_split(labels, 0.0)[1]) == 0
+
+
+def test_the_test_split_is_evaluated_once_after_training(tmp_path):
+    """Selection sees only the validation data; the report data's metrics come once, at the end,
+    from the checkpoint the summary serves, and no epoch record holds them."""
+    seen = []
+    config = tiny_config(epochs=2, eval_every=1)
+    val = (QUERY[0][:4], QUERY[1][:4], TRAIN[0], TRAIN[1])
+    summary = fit(TRAIN[0], TRAIN[1], config, tmp_path, eval_data=val, report_data=EVAL,
+                  on_progress=lambda p: seen.append(p["state"]))
+    assert set(summary["test_metrics"]) >= {"mAP@1", "mAP@10", "mNDCG@10"}
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["metrics"] is not None for r in records)
+    assert summary["best"]["score"] == max(r["metrics"]["mAP@10"] for r in records)
+    served = load_encoder(summary["checkpoint"])
+    from meshsearch.train import evaluate
+
+    assert evaluate(served, EVAL, device="cpu")["mAP@10"] == summary["test_metrics"]["mAP@10"]

@@ -66,6 +66,7 @@ class TrainConfig:
     eval_every: int = 1  # epochs; 0: only at the end
     eval_batch_size: int = 64
     select_metric: str = "mAP@10"
+    val_fraction: float = 0.1  # of each class's training shapes, held out for selection (jobs)
     patience: int | None = None  # evaluations without improvement before stopping
     checkpoint_every_steps: int | None = 20
     time_budget_s: float | None = None

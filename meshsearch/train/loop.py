@@ -48,6 +48,7 @@ from .hooks import (
     LogHook,
     PlotHook,
     WandBHook,
+    evaluate_encoder,
 )
 from .progress import Progress, summary_of
 from .sampler import PKSampler, encode_labels
@@ -192,7 +193,8 @@ class Trainer:
     def load(self, state: dict[str, Any]) -> None:
         if state.get("format") != STATE_FORMAT:
             raise ValueError(f"not a training state: format {state.get('format')!r}")
-        if resume_key(state["config"]) != resume_key(self.config.to_dict()):
+        stored = {**TrainConfig().to_dict(), **state["config"]}  # fields added since: defaults
+        if resume_key(stored) != resume_key(self.config.to_dict()):
             raise ValueError(
                 "state.pt was written with a different config; use another workdir or resume=False"
             )
@@ -327,12 +329,15 @@ def fit(
     *,
     model: nn.Module | None = None,
     resume: bool = True,
+    report_data: EvalData | None = None,
 ) -> dict[str, Any]:
     """Finetune an encoder on labelled clouds ``(M, N, 3)`` and return the final summary.
 
-    ``eval_data`` = ``(query_points, query_labels, index_points, index_labels)`` is evaluated
-    every ``config.eval_every`` epochs (and at the end); the best encoder by
-    ``config.select_metric`` is kept as ``workdir/best.pt``. ``on_progress`` receives
+    ``eval_data`` = ``(query_points, query_labels, index_points, index_labels)``, the validation
+    split, is evaluated every ``config.eval_every`` epochs (and at the end); the best encoder by
+    ``config.select_metric`` is kept as ``workdir/best.pt``. ``report_data`` (the test split, in
+    the same form) is evaluated once, after training, with the encoder the summary names to
+    serve, and never looked at before: the summary's ``test_metrics``. ``on_progress`` receives
     ``{state, epoch, epochs, step, steps_per_epoch, loss, metrics, eta_s}`` after every step and
     evaluation. Setting ``stop_event`` stops at the next step boundary (state "cancelled"); the run
     also stops at ``config.time_budget_s`` (state "time_budget", evaluated) or by early stopping.
@@ -382,9 +387,19 @@ def fit(
         for hook in hooks:
             hook.close()
     summary = summary_of(run, stop or "done", records, progress.metrics, workdir)
+    if report_data is not None:
+        summary["test_metrics"] = _report(summary["checkpoint"], report_data, run)
     write_json(workdir / "summary.json", summary)
     progress(summary["state"])
     return summary
+
+
+def _report(checkpoint: str, report_data: EvalData, run: Trainer) -> dict[str, float]:
+    """The test split's metrics, once, with the encoder that will serve."""
+    served = load_encoder(checkpoint, device=str(run.device))
+    c = run.config
+    return evaluate_encoder(served, report_data, batch_size=c.eval_batch_size, device=run.device,
+                            amp=c.amp)
 
 
 def pretrain(

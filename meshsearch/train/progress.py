@@ -63,7 +63,7 @@ def summary_of(trainer: Trainer, state: str, records: list[dict[str, Any]],
         "epochs": c.epochs,
         "step": t.step,
         "loss": next((r["loss"] for r in reversed(records) if r.get("loss") is not None), None),
-        "metrics": metrics,
+        "metrics": metrics,  # the last evaluation of eval_data (the validation split)
         "best": best,
         "elapsed_s": round(t.elapsed(), 3),
         "workdir": str(workdir),
