@@ -126,25 +126,38 @@ def cmd_finetune(args: argparse.Namespace) -> None:
                 print("the encoder now serves the finetuned weights")
 
 
-def cmd_pretrain(args: argparse.Namespace) -> None:
-    import shutil
-
+def _labelled(path: Path, keep) -> tuple:
+    """(points, labels) of a prepared DocList file, only the classes ``keep`` accepts."""
     import numpy as np
 
     from meshsearch.dataset import read_doclist
-    from meshsearch.registry import load_recipe
-    from meshsearch.train import TrainConfig, pretrain
 
-    train = read_doclist(Path(args.data) / "train.bin")
-    points = np.stack([np.asarray(d.points, np.float32) for d in train])
-    labels = [d.label for d in train]
-    fields = {"backbone": "pointconv", "epochs": 20, **_train_fields(args)}
+    docs = [d for d in read_doclist(path) if keep(d.label)]
+    return np.stack([np.asarray(d.points, np.float32) for d in docs]), [d.label for d in docs]
+
+
+def cmd_pretrain(args: argparse.Namespace) -> None:
+    import shutil
+
+    from meshsearch.registry import load_recipe
+    from meshsearch.train import TrainConfig
+    from meshsearch.train.split import fit_with_validation
+
+    only = set(args.classes.split(",")) if args.classes else None
+    skip = set(args.exclude_classes.split(",")) if args.exclude_classes else set()
+    keep = lambda label: (only is None or label in only) and label not in skip  # noqa: E731
+    points, labels = _labelled(Path(args.data) / "train.bin", keep)
+    test_file = Path(args.data) / "test.bin"
+    test = _labelled(test_file, keep) if test_file.exists() else None
+    fields = {"backbone": "pointconv", "epochs": 20, "objective": "normsoftmax", "miner": None,
+              **_train_fields(args)}
     if args.recipe:
         fields = load_recipe(args.recipe, **_train_fields(args))
     workdir = Path(args.workdir or Path(args.out).with_suffix(".run"))
-    summary = pretrain(points, labels, TrainConfig.from_dict(fields), workdir)
-    shutil.copyfile(workdir / "last.pt", args.out)
-    print(json.dumps({"checkpoint": args.out, "state": summary.get("state")}, default=str))
+    summary = fit_with_validation(points, labels, TrainConfig.from_dict(fields), workdir, test)
+    shutil.copyfile(summary["checkpoint"], args.out)
+    keys = ("state", "epochs_done", "best", "splits", "test_metrics", "elapsed_s")
+    print(json.dumps({"checkpoint": args.out, **{k: summary.get(k) for k in keys}}, default=str))
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -269,8 +282,11 @@ def _add_finetune(sub, epilog: str | None) -> None:
 def _add_pretrain(sub, epilog: str | None) -> None:
     p = sub.add_parser("pretrain", help="supervised classification pretraining of an encoder",
                        epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("data", help="a folder written by `meshsearch prepare`")
-    p.add_argument("--out", required=True)
+    p.add_argument("data", help="a folder written by `meshsearch prepare` (train.bin, test.bin)")
+    p.add_argument("--out", required=True, help="the checkpoint to write (the best epoch on a "
+                   "validation split carved from train.bin)")
+    p.add_argument("--classes", help="only these classes (comma-separated)")
+    p.add_argument("--exclude-classes", help="all classes but these (comma-separated)")
     _training_args(p)
     p.add_argument("--workdir")
     p.set_defaults(func=cmd_pretrain)

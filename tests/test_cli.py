@@ -98,3 +98,23 @@ def test_finetune_on_a_train_split_serves_the_last_epoch(prepared):
     assert checkpoint.name == "last.pt" and checkpoint.is_file()
     assert checkpoint.is_relative_to(workspace) and not (checkpoint.parent / "best.pt").exists()
     assert "the encoder now serves the finetuned weights" in run.stdout
+
+
+def test_pretrain_keeps_the_best_validation_epoch_of_the_chosen_classes(prepared):
+    """`meshsearch pretrain` with a class filter: the classes left out never reach training,
+    a validation split carved from train.bin picks the epoch, and test.bin is reported once."""
+    data = prepared / "prepared"
+    classes = sorted({d.label for d in read_doclist(data / "train.bin")})
+    out = prepared / "pretrained.pt"
+    config = {"model_config": {"hidden_dim": 32, "projector_dim": 32}, "embed_dim": 16,
+              "batch_size": 8, "k_per_class": 2, "val_fraction": 0.25, "eval_every": 1}
+    run = meshsearch("pretrain", str(data), "--out", str(out), "--backbone", "pointnet",
+                     "--epochs", "2", "--exclude-classes", classes[0],
+                     "--config", json.dumps(config), cwd=prepared)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    checkpoint = torch.load(out, weights_only=True)
+    assert sorted(checkpoint["classes"]) == classes[1:]
+    assert result["splits"]["validation"] > 0 and result["best"]["metric"] == "mAP@10"
+    assert checkpoint["epoch"] == result["best"]["epoch"]
+    assert set(result["test_metrics"]) >= {"mAP@1", "mNDCG@10"}

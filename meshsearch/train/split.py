@@ -29,3 +29,25 @@ def validation_split(labels: Sequence | np.ndarray, fraction: float = 0.1,
     val = np.sort(np.concatenate(held)) if held else np.zeros(0, np.int64)
     train = np.setdiff1d(np.arange(len(labels)), val)
     return train, val
+
+
+def fit_with_validation(points: np.ndarray, labels: Sequence | np.ndarray, config,
+                        workdir, test: tuple[np.ndarray, Sequence] | None = None,
+                        **fit_kwargs) -> dict:
+    """:func:`meshsearch.train.fit` on the training shapes less a validation split
+    (``config.val_fraction``), which picks the best epoch and stops early; ``test`` =
+    ``(points, labels)`` is reported once at the end, its shapes querying all training shapes.
+    The summary's ``splits`` counts the shapes of each split."""
+    from .loop import fit
+
+    labels = np.asarray(labels)
+    train, val = validation_split(labels, config.val_fraction, config.seed)
+    eval_data = None
+    if len(val):
+        eval_data = (points[val], labels[val], points[train], labels[train])
+    report = None if test is None else (test[0], np.asarray(test[1]), points, labels)
+    summary = fit(points[train], labels[train], config, workdir, eval_data=eval_data,
+                  report_data=report, **fit_kwargs)
+    summary["splits"] = {"train": int(len(train)), "validation": int(len(val)),
+                         "test": 0 if test is None else int(len(test[1]))}
+    return summary
