@@ -87,7 +87,7 @@ class InProcess:
 
 
 def docs_for(ids: list[str], points: np.ndarray):
-    from meshsearch.docs import DocList, ShapeDoc
+    from meshsearch.schema import DocList, ShapeDoc
 
     return DocList[ShapeDoc](ShapeDoc(id=i, points=p) for i, p in zip(ids, points, strict=True))
 
@@ -116,7 +116,7 @@ def run(args: argparse.Namespace, backbone: str) -> dict:
     from jina import Client
 
     from meshsearch.client import local_flow
-    from meshsearch.docs import DocList, ShapeDoc
+    from meshsearch.schema import DocList, ShapeDoc
 
     load_before = os.getloadavg()[0]
     tmp = Path(tempfile.mkdtemp(prefix="flowbench-"))

@@ -152,7 +152,8 @@ def percentile(xs: list[float], q: float) -> float:
 def query(cfg: dict) -> dict:
     import hnswlib
 
-    from meshsearch.index import FIELD, HnswParams, ShapeIndex, _hash
+    from meshsearch.index import HnswParams, ShapeIndex
+    from meshsearch.index_store import key
 
     queries = np.load(cfg["queries"])
     truth = np.load(cfg["truth"])
@@ -161,7 +162,7 @@ def query(cfg: dict) -> dict:
     raw.load_index(cfg["raw"])
     raw.set_num_threads(cfg["threads"])
     if cfg["raw_is_ours"]:  # ShapeIndex's graph: labels are docarray's hashed ids
-        row_of = {_hash(i): r for r, i in enumerate(shape_ids(n))}
+        row_of = {key(i): r for r, i in enumerate(shape_ids(n))}
 
         def rows(labels: np.ndarray) -> list[list[int]]:
             return [[row_of[int(x)] for x in row] for row in labels]
@@ -206,11 +207,11 @@ def query(cfg: dict) -> dict:
         t_ours.append(pair["ours"])
         t_raw.append(pair["raw"])
         ratios.append(pair["ours"] / pair["raw"])
-    docs = ours._docs
+    store = ours.store
     t_doc = []
     for i in range(min(len(queries), cfg["docarray_queries"])):
         start = time.perf_counter()
-        docs.find(queries[i], search_field=FIELD, limit=k)
+        store.find(queries[i], k)
         t_doc.append(time.perf_counter() - start)
     out["latency_ms"] = {
         "ours": {"p50": percentile(t_ours, 50) * 1e3, "p99": percentile(t_ours, 99) * 1e3},

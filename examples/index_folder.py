@@ -14,7 +14,7 @@ from docarray import DocList
 from jina import Client
 
 from meshsearch.dataset import scan
-from meshsearch.docs import ShapeDoc
+from meshsearch.schema import ShapeDoc
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ import numpy as np
 from docarray import DocList
 from jina import Client
 
-from meshsearch.docs import ShapeDoc
+from meshsearch.schema import ShapeDoc
 
 
 def main() -> None:

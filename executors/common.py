@@ -11,7 +11,8 @@ import numpy as np
 from docarray import DocList
 from jina import Executor, requests
 
-from meshsearch.docs import ShapeDoc
+from meshsearch.schema import ShapeDoc
+from meshsearch.utils.params import bool_param, int_param, str_param  # noqa: F401 (re-exported)
 
 MAX_LIMIT = 10_000  # the most results (``limit``, ``ks``) one query may ask for
 
@@ -118,37 +119,6 @@ def check_request(endpoint: str, parameters: dict[str, Any] | None, docs: Any) -
         raise ValueError(f"{endpoint}: unknown parameter {names}; {endpoint} takes {takes}")
     if endpoint in DOC_ENDPOINTS and docs is not None and len(docs) == 0:
         raise ValueError(f"{endpoint}: the request holds no documents")
-
-
-def bool_param(parameters: dict[str, Any], name: str, default: bool) -> bool:
-    """A true/false request parameter; anything else ("yes", 1) is an error, not a guess."""
-    value = parameters.get(name, default)
-    if not isinstance(value, bool):
-        raise ValueError(f"parameter {name!r} must be true or false, got {value!r}")
-    return value
-
-
-def str_param(parameters: dict[str, Any], name: str) -> str | None:
-    """An optional text request parameter."""
-    value = parameters.get(name)
-    if value is not None and not isinstance(value, str):
-        raise ValueError(f"parameter {name!r} must be text, got {value!r}")
-    return value
-
-
-def int_param(parameters: dict[str, Any], name: str, default: int, lo: int, hi: int) -> int:
-    """An integer request parameter within [lo, hi]; protobuf turns ints into floats on the way."""
-    value = parameters.get(name, default)
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        as_int = int(value)
-    except (TypeError, ValueError, OverflowError):
-        raise ValueError(f"parameter {name!r} must be an integer, got {value!r}") from None
-    if as_int != value or not lo <= as_int <= hi:
-        shown = as_int if as_int == value else value  # 5, not the 5.0 protobuf made of it
-        raise ValueError(f"parameter {name!r} must be an integer in [{lo}, {hi}], got {shown!r}")
-    return as_int
 
 
 def check_points(doc: ShapeDoc) -> np.ndarray | None:

@@ -1,6 +1,5 @@
-"""PointConvEncoder: ``points`` (N, 3) become a unit-norm ``embedding`` (E,)."""
+"""ShapeEncoder: ``points`` (N, 3) become a unit-norm ``embedding`` (E,), with any backbone."""
 
-import warnings
 from typing import Optional
 
 import numpy as np
@@ -9,33 +8,26 @@ from docarray import DocList
 from jina import requests
 
 from executors.common import SHAPE_SCHEMAS, MeshsearchExecutor, check_points, fail, pending
-from meshsearch.docs import ShapeDoc
 from meshsearch.models import embed, encoder_info, load_encoder, resolve_precision
+from meshsearch.models.device import resolve_device
 from meshsearch.sampling import resample_points
+from meshsearch.schema import ShapeDoc
 
 SMALL_BATCH = 4  # requests of at most this many clouds run on ``small_batch_threads``
 
 
-class PointConvEncoder(MeshsearchExecutor):
-    """Embeds point clouds in minibatches; CUDA when present, CPU otherwise.
+class ShapeEncoder(MeshsearchExecutor):
+    """Embeds point clouds in minibatches with ``backbone``; CUDA when present, CPU otherwise.
 
-    ``checkpoint`` may be one of our checkpoints or a legacy executor-3d-encoder state_dict;
-    ``/reload`` swaps in new weights (e.g. a finetuned ``best.pt``) without a restart. Every
-    document is embedded from its points, so an ``embedding`` sent by the client is replaced: the
-    index only ever holds vectors of the model that serves the queries.
-
-    ``precision``: the inference precision of PointConv's big matmuls, ``"fp32"`` (the default:
-    embeddings do not depend on the machine), ``"bf16"`` or ``"auto"`` (bf16 on CUDA and on CPUs
-    with AMX, where a single query is ~1.3-1.8x faster, fp32 elsewhere). bf16 embeddings agree with
-    fp32 ones to a cosine of ~0.99999, but a model whose embeddings are nearly collinear can see its
-    rankings reordered (docs/models.md): index and query with the same precision. Other backbones
-    always run in fp32.
-
-    ``small_batch_threads``: intra-op threads for requests of at most ``SMALL_BATCH`` clouds (single
-    search queries); 0 = the replica's share of the cores, as for larger batches. One cloud is
-    dominated by hundreds of small ops and memory-bound matrix-vector products that a second
-    thread barely speeds up, while every op's thread barrier waits for a core: on a busy machine
-    two threads made one query 10-20x slower than one thread (see docs/models.md).
+    ``checkpoint``: one of our checkpoints or a legacy executor-3d-encoder state_dict; ``/reload``
+    swaps in new weights (e.g. a finetuned ``best.pt``) without a restart. Every document is
+    embedded from its points (an ``embedding`` sent by the client is replaced), so the index only
+    holds vectors of the model that serves the queries. ``precision``: PointConv's inference
+    precision, ``"fp32"`` (default: embeddings do not depend on the machine), ``"bf16"`` or
+    ``"auto"`` (bf16 on CUDA and AMX CPUs); index and query with the same one; other backbones run
+    in fp32. ``small_batch_threads``: intra-op threads for requests of at most ``SMALL_BATCH``
+    clouds (single queries, where more threads mostly wait on each other); 0 = the replica's share
+    of the cores. Both are measured in docs/models.md.
     """
 
     def __init__(
@@ -53,23 +45,13 @@ class PointConvEncoder(MeshsearchExecutor):
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        elif device.startswith("cuda") and not torch.cuda.is_available():
-            warnings.warn(f"device {device!r} asked for but CUDA is not available: using the CPU",
-                          stacklevel=2)
-            device = "cpu"
+        self.device = device = str(resolve_device(device))
         self.threads = self.torch_threads()
         self.small_batch_threads = min(int(small_batch_threads), self.threads) or self.threads
         if device == "cpu":
             torch.set_num_threads(self.threads)
-        self.device = device
-        self.backbone = backbone
-        self.embed_dim = embed_dim
-        self.num_points = num_points
-        self.batch_size = batch_size
-        self.checkpoint = checkpoint
-        self.seed = seed
+        self.backbone, self.embed_dim, self.num_points = backbone, embed_dim, num_points
+        self.batch_size, self.checkpoint, self.seed = batch_size, checkpoint, seed
         self.model_config = dict(model_config or {})  # backbone config fields, e.g. hidden_dim
         self.precision = resolve_precision(precision, device)
         self.model = self._load(checkpoint)
@@ -78,12 +60,8 @@ class PointConvEncoder(MeshsearchExecutor):
         torch.manual_seed(self.seed)  # the same untrained weights every time
         model = load_encoder(checkpoint, embed_dim=self.embed_dim, backbone=self.backbone,
                              device=self.device, **self.model_config)
-        if hasattr(model, "precision"):  # PointConv; other backbones compute in fp32
-            model.precision = self.precision
+        model.set_precision(self.precision)  # PointConv has bf16; other backbones stay in fp32
         return model
-
-    def _precision_of(self, model: torch.nn.Module) -> str:
-        return getattr(model, "precision", "fp32")
 
     @requests(on=["/index", "/search", "/evaluate", "/encode"])
     def encode(self, docs: DocList[ShapeDoc], **kwargs) -> DocList[ShapeDoc]:
@@ -116,11 +94,15 @@ class PointConvEncoder(MeshsearchExecutor):
         checkpoint = parameters.get("checkpoint", self.checkpoint)
         model = self._load(checkpoint)
         self.model, self.checkpoint = model, checkpoint
-        return {"checkpoint": checkpoint, "precision": self._precision_of(model),
+        return {"checkpoint": checkpoint, "precision": model.precision,
                 **encoder_info(model)}
 
     @requests(on="/info", **SHAPE_SCHEMAS)
     def info(self, **kwargs):
         return {"checkpoint": self.checkpoint, "device": self.device,
-                "precision": self._precision_of(self.model), **encoder_info(self.model)}
+                "precision": self.model.precision, **encoder_info(self.model)}
 
+
+class PointConvEncoder(ShapeEncoder):
+    """The old name of :class:`ShapeEncoder`, for Flow YAMLs that say ``uses: PointConvEncoder``
+    (jina finds executors by class name: an alias assignment would not register it)."""

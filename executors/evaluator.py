@@ -5,8 +5,8 @@ from docarray import DocList
 from jina import requests
 
 from executors.common import MAX_LIMIT, MeshsearchExecutor, fail, int_param, pending
-from meshsearch.docs import ShapeDoc
 from meshsearch.metrics import per_query_metrics
+from meshsearch.schema import ShapeDoc
 
 
 class RetrievalEvaluator(MeshsearchExecutor):

@@ -23,7 +23,7 @@ from docarray import DocList
 from jina import requests
 
 from executors.common import ENDPOINTS, MAX_LIMIT, MeshsearchExecutor, int_param
-from meshsearch.docs import Match, ShapeDoc
+from meshsearch.schema import Match, ShapeDoc
 
 FIGURES_PREFIX = "__shard_figures__/"  # the id of a shard's figures document, before its shard id
 CONTROL_ENDPOINTS = ["/count", "/delete", "/clear"]

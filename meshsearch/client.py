@@ -16,8 +16,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from meshsearch.dataset import ShapeRecord
-from meshsearch.docs import DocList, ShapeDoc
 from meshsearch.metrics import mean_metrics, per_class_ap
+from meshsearch.schema import DocList, ShapeDoc
 
 # Read by jina when it is first imported. Executors start as fresh processes: forking a process
 # that already runs torch, gRPC or progress-bar threads can crash the child (segfaults were seen

@@ -2,36 +2,40 @@
 
 ``ShapeIndex`` keeps one record per shape id (uri, label, split, embedding). Writing an id again
 replaces it. Storage is docarray's ``HnswDocumentIndex`` (an hnswlib graph file plus a SQLite table
-of the documents), so an index written here opens with docarray alone. Reads take a shorter path
-than docarray's ``find``: approximate search queries the hnswlib graph directly and takes the id,
-uri and label of the hits from an in-memory copy of our compact SQLite table (read at the first
-search, kept in step by writes), instead of rebuilding a pydantic document (embedding included)
-per hit. Exact search and evaluation take the stored vectors from the
-graph (hnswlib keeps them unit-norm for cosine) into a matrix that is dropped on the next write.
+of the documents), so an index written here opens with docarray alone; everything that reaches
+into docarray is in :mod:`meshsearch.index_store`. Reads take a shorter path than docarray's
+``find``: approximate search queries the hnswlib graph directly and takes the id, uri and label of
+the hits from an in-memory copy of our compact SQLite table (read at the first search, kept in step
+by writes), instead of rebuilding a pydantic document (embedding included) per hit. Exact search
+and evaluation take the stored vectors from the graph (hnswlib keeps them unit-norm for cosine)
+into a matrix that is dropped on the next write.
 
-Every save of the graph file is atomic (:class:`_AtomicGraph`): it is written to a temporary file
-beside it, flushed to disk and renamed over the old one, so a process killed mid-save leaves the
-previous graph, never a torn one. docarray commits SQLite after the graph on writes, and a graph
-entry without its SQLite record is skipped by searches.
+Every save of the graph file is atomic (written beside it, flushed, renamed over it), so a process
+killed mid-save leaves the previous graph, never a torn one. docarray commits SQLite after the
+graph on writes, and a graph entry without its SQLite record is skipped by searches.
+
+The embedding size may be left open (``dim=None``): it is then read from the index on disk, or
+fixed by the first upsert; until then the index is empty and answers as such.
 """
 
-import os
+import hashlib
 import shutil
 import sys
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 from docarray import BaseDoc, DocList
-from docarray.index import HnswDocumentIndex
-from docarray.proto import DocProto
 from docarray.typing import NdArray
 from pydantic import Field
 
-FIELD = "embedding"  # the indexed column: docarray names the graph file after it
-HITS = "meshsearch_hits"  # our table beside docarray's: SQLite key -> id, uri, label
+from meshsearch.geometry.normalize import unit_rows
+from meshsearch.index_store import FIELD, HITS, HnswStore, key, stored_dim
+from meshsearch.metrics import ranked_relevance
+
+__all__ = ["FIELD", "HITS", "HnswParams", "Hit", "ShapeIndex", "owner", "vector_problem"]
 
 
 @dataclass(frozen=True)
@@ -84,100 +88,75 @@ def _record_schema(dim: int, M: int, ef_construction: int) -> type[BaseDoc]:
     return IndexedShape
 
 
-def _unit_rows(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norms, 1e-12)
+def owner(doc_id: str, shards: int) -> int:
+    """The shard that stores ``doc_id``: a stable hash of the id (the same in every process, run
+    and machine, unlike Python's ``hash``) modulo the number of shards."""
+    return int.from_bytes(hashlib.sha256(doc_id.encode("utf-8")).digest()[:8], "big") % shards
 
 
-def _hash(doc_id: str) -> int:
-    """docarray's SQLite key (and hnswlib label) for a document id."""
-    return HnswDocumentIndex._to_hashed_id(doc_id)
-
-
-def atomic_save(graph, path: str | os.PathLike) -> None:
-    """``graph.save_index(path)`` as one step: write a temporary file in the same folder, fsync it,
-    rename it over ``path`` and fsync the folder. A crash leaves the old file or the new one."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # one writer per index
-    try:
-        graph.save_index(str(tmp))  # hnswlib opens the path itself
-        with open(tmp, "rb") as written:
-            os.fsync(written.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
-
-
-class _AtomicGraph:
-    """An hnswlib index whose ``save_index`` is :func:`atomic_save`; everything else is the index's.
-
-    docarray saves the graph after every write with ``save_index`` straight onto the file; it holds
-    this wrapper in its place, so its saves are atomic too. (hnswlib's methods are read-only
-    attributes of a compiled class: they cannot be replaced on the object itself.)
-    """
-
-    def __init__(self, graph) -> None:
-        self._hnsw = graph
-
-    def save_index(self, path: str) -> None:
-        atomic_save(self._hnsw, path)
-
-    def __getattr__(self, name: str):
-        return getattr(self._hnsw, name)
+def vector_problem(vector: object, dim: Optional[int]) -> Optional[str]:
+    """Why ``vector`` cannot be stored or searched with embeddings of size ``dim`` (None: any
+    size), or None when it can."""
+    if vector is None:
+        return "no embedding"
+    array = np.asarray(vector)
+    if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
+        return f"embedding must be real numbers, got {array.dtype}"
+    if dim is not None and array.shape != (dim,):
+        return f"embedding must have shape ({dim},), got {array.shape}"
+    if array.ndim != 1 or array.size == 0:
+        return f"embedding must be a vector, got shape {array.shape}"
+    if not np.isfinite(array).all():
+        return "embedding holds NaN or inf"
+    return None
 
 
 class ShapeIndex:
-    """A persistent shape index in ``workdir`` (hnswlib graph + SQLite records, by docarray)."""
+    """A persistent shape index in ``workdir`` (hnswlib graph + SQLite records, by docarray).
 
-    def __init__(self, workdir: str | Path, dim: int, params: HnswParams = HnswParams()) -> None:
+    ``dim``: the embedding size; None reads it from the index on disk, or takes it from the first
+    upsert. A ``dim`` that differs from the index on disk is an error.
+    """
+
+    def __init__(
+        self, workdir: str | Path, dim: Optional[int] = None, params: HnswParams = HnswParams()
+    ) -> None:
         self.workdir = Path(workdir)
-        self.dim = dim
         self.params = params
-        self._schema = _record_schema(dim, params.M, params.ef_construction)
-        self._open()
-
-    def _open(self) -> None:
-        self._docs = HnswDocumentIndex[self._schema](work_dir=str(self.workdir))
-        for stale in self.workdir.glob(f".{FIELD}.bin.*.tmp"):  # a save cut short by a crash
-            stale.unlink(missing_ok=True)
-        self._graph = _AtomicGraph(self._docs._hnsw_indices[FIELD])
-        self._docs._hnsw_indices[FIELD] = self._graph  # docarray's own saves go through it too
-        # hnswlib does not save ef or the thread count with the graph: a reopened index would
-        # search with ef=10. Set both every time.
-        self._graph.set_ef(self.params.ef)
-        self._graph.set_num_threads(self.params.threads or os.cpu_count() or 1)
-        self._knn = self._graph._hnsw.knn_query  # the read path skips the wrapper
-        self._db = self._docs._sqlite_conn
+        on_disk = stored_dim(self.workdir)
+        if dim is not None and on_disk is not None and dim != on_disk:
+            raise ValueError(f"the index in {self.workdir} holds {on_disk}-d embeddings, not {dim}-d")
+        self.dim: Optional[int] = dim or on_disk
+        self.store: Optional[HnswStore] = None  # opened once the dimension is known
         self._table: Optional[_Table] = None
         self._count: Optional[int] = None  # SQLite's COUNT(*) scans the table: cached until a write
         # key -> (id, uri, label) of every record, read from SQLite at the first search and kept in
         # step by upsert and delete: a query then touches no SQLite (~100 bytes + the strings per
         # shape, ~0.3 GB at a million); SQLite is ~2x the rest of our per-query cost
         self._hits: Optional[dict[int, tuple[str, str, str]]] = None
-        self._sync_hits_table()
+        if self.dim is not None:
+            self._open()
 
-    def _sync_hits_table(self) -> None:
-        """Create (or rebuild, if it disagrees with docarray's table) the compact table of what a
-        search returns per hit. docarray keeps the document id only inside each row's protobuf."""
-        self._db.execute(
-            f"CREATE TABLE IF NOT EXISTS {HITS} "
-            "(doc_id INTEGER PRIMARY KEY, id TEXT NOT NULL, uri TEXT, label TEXT)"
-        )
-        docs, hits = (self._db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
-                      for t in ("docs", HITS))
-        if docs != hits:  # written by an older meshsearch or by docarray alone
-            self._db.execute(f"DELETE FROM {HITS}")
-            rows = self._db.execute("SELECT doc_id, data, uri, label FROM docs")
-            self._db.executemany(f"INSERT INTO {HITS} VALUES (?, ?, ?, ?)",
-                                 ((k, self._doc_id(d), u, lab) for k, d, u, lab in rows))
-        self._db.commit()
+    def _open(self) -> None:
+        assert self.dim is not None
+        self._schema = _record_schema(self.dim, self.params.M, self.params.ef_construction)
+        self.store = HnswStore(self.workdir, self._schema, self.params.ef, self.params.threads)
+        self._table, self._count, self._hits = None, None, None
+
+    @property
+    def _graph(self) -> Any:
+        """The hnswlib graph (None before the dimension is known)."""
+        return None if self.store is None else self.store.graph
+
+    @property
+    def _db(self) -> Any:
+        """The SQLite connection (None before the dimension is known)."""
+        return None if self.store is None else self.store.db
+
+    def close(self) -> None:
+        """Close the SQLite connection (the index is not usable afterwards)."""
+        if self.store is not None:
+            self.store.close()
 
     # -- writes ---------------------------------------------------------------------------
     def upsert(
@@ -192,11 +171,17 @@ class ShapeIndex:
 
         Within one call the last row of a repeated id wins. Each call rewrites the graph file
         (docarray saves it after every write), so large loads should come in large batches.
+        The first upsert into an index without a dimension fixes it.
         """
         embeddings = self._check(embeddings, "embeddings")
         splits = splits if splits is not None else [None] * len(ids)
         if not len(ids) == len(embeddings) == len(uris) == len(labels) == len(splits):
             raise ValueError("ids, embeddings, uris, labels and splits differ in length")
+        if self.store is None:
+            if not len(ids):
+                return 0
+            self.dim = embeddings.shape[1]
+            self._open()
         last = {doc_id: row for row, doc_id in enumerate(ids)}  # hnswlib's threads must not
         rows = sorted(last.values())  # see one label twice in a batch
         records = DocList[self._schema](
@@ -205,66 +190,42 @@ class ShapeIndex:
             for r in rows
         )
         if len(records):
-            self._reserve(len(records))
-            self._db.executemany(  # committed by docarray's index() with the documents
-                f"INSERT OR REPLACE INTO {HITS} VALUES (?, ?, ?, ?)",
-                ((_hash(d.id), d.id, d.uri, d.label) for d in records),
-            )
-            self._write(self._docs.index, records)
+            self.store.upsert(records)
             self._table, self._count = None, None
             if self._hits is not None:
-                self._hits.update((_hash(d.id), (d.id, d.uri, sys.intern(d.label))) for d in records)
+                self._hits.update((key(d.id), (d.id, d.uri, sys.intern(d.label))) for d in records)
         return len(records)
-
-    def _write(self, operation, argument) -> None:
-        """A docarray write, which commits our table's pending rows with its own, or neither."""
-        try:
-            operation(argument)
-        except BaseException:
-            self._db.rollback()
-            raise
-
-    def _reserve(self, extra: int) -> None:
-        """Grow the graph geometrically; docarray would resize (copy) it on every write."""
-        capacity = self._graph.get_max_elements()
-        needed = self._graph.get_current_count() + extra
-        if needed > capacity:
-            self._graph.resize_index(max(needed, 2 * capacity, 1024))
 
     def delete(self, ids: Sequence[str]) -> int:
         """Remove shapes by id; unknown ids are ignored. Returns how many were removed."""
         present = [i for i in dict.fromkeys(ids) if i in self]
         if present:
-            self._db.executemany(f"DELETE FROM {HITS} WHERE doc_id = ?",
-                                 ((_hash(i),) for i in present))
-            self._write(self._docs.__delitem__, present)  # commits both tables
-            self._persist_graph()  # docarray marks deletions in memory only
+            self.store.delete(present)
             self._table, self._count = None, None
             if self._hits is not None:
                 for i in present:
-                    self._hits.pop(_hash(i), None)
+                    self._hits.pop(key(i), None)
         return len(present)
 
     def clear(self) -> int:
-        """Remove every shape; returns how many there were."""
+        """Remove every shape; returns how many there were. The dimension stays."""
         count = self.count()
-        self._db.close()
-        shutil.rmtree(self.workdir)
-        self._open()
+        if self.store is not None:
+            self.store.close()
+            shutil.rmtree(self.workdir)
+            self._open()
         return count
-
-    def _persist_graph(self) -> None:
-        for name, graph in self._docs._hnsw_indices.items():
-            graph.save_index(self._docs._hnsw_locations[name])  # atomic: an _AtomicGraph
 
     # -- reads ----------------------------------------------------------------------------
     def count(self) -> int:
+        if self.store is None:
+            return 0
         if self._count is None:
-            self._count = self._docs.num_docs()
+            self._count = self.store.count()
         return self._count
 
     def __contains__(self, doc_id: str) -> bool:
-        return self._docs._doc_exists(doc_id)
+        return self.store is not None and doc_id in self.store
 
     def search(
         self,
@@ -286,32 +247,39 @@ class ShapeIndex:
         if label is not None:
             return self._search_label(queries, limit, label)
         if exact:
-            table = self._exact_table()
-            return self._rank(queries, limit, table.ids, table.uris, table.labels, table.vectors)
+            return self._rank_table(queries, limit)
         try:
-            keys, distances = self._knn(queries, k=min(limit, count))
+            keys, distances = self.store.knn(queries, k=min(limit, count))
         except RuntimeError:  # deleted marks left hnswlib short of k reachable results
-            table = self._exact_table()
-            return self._rank(queries, limit, table.ids, table.uris, table.labels, table.vectors)
+            return self._rank_table(queries, limit)
         key_rows = keys.tolist()
         records = self._records(list({k for row in key_rows for k in row}))
         scores = (1.0 - distances.astype(np.float64)).tolist()
         # a key without a record: a graph entry whose record never reached SQLite
-        return [[Hit(*records[key], score) for key, score in zip(row_keys, row_scores, strict=True)
-                 if key in records]
+        return [[Hit(*records[k], score) for k, score in zip(row_keys, row_scores, strict=True)
+                 if k in records]
                 for row_keys, row_scores in zip(key_rows, scores, strict=True)]
 
     def exact_scores(self, queries: np.ndarray) -> tuple[np.ndarray, list[str], list[str]]:
         """Cosine similarity of every query to every stored shape: (scores (Q, n), ids, labels)."""
         queries = self._check(queries, "queries")
+        if self.store is None:
+            return np.zeros((len(queries), 0), np.float32), [], []
         table = self._exact_table()
-        return _unit_rows(queries) @ table.vectors.T, table.ids, table.labels.tolist()
+        return unit_rows(queries) @ table.vectors.T, table.ids, table.labels.tolist()
+
+    def relevance(self, queries: np.ndarray, labels: Sequence[str]) -> np.ndarray:
+        """(Q, n) uint8: for each query, whether each stored shape has the query's label, in the
+        order of the query's exact ranking of the whole index (what the retrieval metrics take)."""
+        scores, _, stored = self.exact_scores(queries)
+        return ranked_relevance(scores, np.asarray(labels), np.asarray(stored)).astype(np.uint8)
 
     # -- helpers --------------------------------------------------------------------------
     def _check(self, x: np.ndarray, name: str) -> np.ndarray:
         x = np.asarray(x, dtype=np.float32)
-        if x.ndim != 2 or x.shape[1] != self.dim:
-            raise ValueError(f"{name} must be (n, {self.dim}), got {x.shape}")
+        width = "dim" if self.dim is None else self.dim
+        if x.ndim != 2 or (self.dim is not None and x.shape[1] != self.dim) or x.shape[1] == 0:
+            raise ValueError(f"{name} must be (n, {width}), got {x.shape}")
         if not np.isfinite(x.sum(dtype=np.float64)):  # float64 cannot overflow: NaN/inf only
             raise ValueError(f"{name} hold NaN or inf")
         return x
@@ -319,21 +287,10 @@ class ShapeIndex:
     def _records(self, keys: list[int]) -> dict[int, tuple[str, str, str]]:
         """(id, uri, label) by SQLite key, from the in-memory copy of the hits table."""
         if self._hits is None:
-            rows = self._db.execute(f"SELECT doc_id, id, uri, label FROM {HITS}")
-            self._hits = {key: (doc_id, uri or "", sys.intern(label or ""))
-                          for key, doc_id, uri, label in rows}
+            self._hits = {k: (doc_id, uri or "", sys.intern(label or ""))
+                          for k, doc_id, uri, label in self.store.hit_rows()}
         hits = self._hits
-        return {key: hits[key] for key in keys if key in hits}
-
-    @staticmethod
-    def _doc_id(data: bytes) -> str:
-        """The document id inside docarray's stored protobuf (it has no column of its own)."""
-        return DocProto.FromString(data).data["id"].text
-
-    def _vectors(self, keys: list[int]) -> np.ndarray:
-        if not keys:
-            return np.zeros((0, self.dim), np.float32)
-        return np.asarray(self._graph.get_items(keys, return_type="numpy"), dtype=np.float32)
+        return {k: hits[k] for k in keys if k in hits}
 
     def _rank(
         self,
@@ -345,7 +302,7 @@ class ShapeIndex:
         vectors: np.ndarray,
     ) -> list[list[Hit]]:
         """Exact top-``limit`` over the given rows, best first (ties: row order)."""
-        scores = _unit_rows(queries) @ vectors.T
+        scores = unit_rows(queries) @ vectors.T
         k = min(limit, scores.shape[1])
         if k < scores.shape[1]:
             part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
@@ -358,31 +315,31 @@ class ShapeIndex:
             hits.append([Hit(ids[j], uris[j], str(labels[j]), float(row[j])) for j in top])
         return hits
 
+    def _rank_table(self, queries: np.ndarray, limit: int) -> list[list[Hit]]:
+        t = self._exact_table()
+        return self._rank(queries, limit, t.ids, t.uris, t.labels, t.vectors)
+
     def _search_label(self, queries: np.ndarray, limit: int, label: str) -> list[list[Hit]]:
         if self._table is not None:
             t = self._table
             rows = np.flatnonzero(t.labels == label)
             return self._rank(queries, limit, [t.ids[r] for r in rows],
                               [t.uris[r] for r in rows], t.labels[rows], t.vectors[rows])
-        rows = self._db.execute(
-            f"SELECT doc_id, id, uri FROM {HITS} WHERE label = ? ORDER BY doc_id", (label,)
-        ).fetchall()
+        rows = self.store.hit_rows(label)
         if not rows:
             return [[] for _ in queries]
         return self._rank(queries, limit, [r[1] for r in rows],
                           [r[2] or "" for r in rows], np.full(len(rows), label, dtype=object),
-                          self._vectors([r[0] for r in rows]))
+                          self.store.vectors((r[0] for r in rows), self.dim))
 
     def _exact_table(self) -> _Table:
         """Every stored record, ordered by SQLite key, with unit-norm embeddings."""
         if self._table is None:
-            rows = self._db.execute(
-                f"SELECT doc_id, id, uri, label FROM {HITS} ORDER BY doc_id"
-            ).fetchall()
+            rows = self.store.hit_rows()
             self._table = _Table(
                 ids=[r[1] for r in rows],
                 uris=[r[2] or "" for r in rows],
                 labels=np.array([r[3] or "" for r in rows], dtype=object),
-                vectors=self._vectors([r[0] for r in rows]),
+                vectors=self.store.vectors((r[0] for r in rows), self.dim),
             )
         return self._table

@@ -362,7 +362,7 @@ def show(
     write the query-and-matches grid to ``out``. The query's label (for the frame colours) is
     ``label`` or, in ModelNet layout, its class folder."""
     from meshsearch.client import MeshsearchClient, local_flow
-    from meshsearch.docs import DocList, ShapeDoc
+    from meshsearch.schema import DocList, ShapeDoc
 
     path = Path(query_file).resolve()
     with ExitStack() as stack:

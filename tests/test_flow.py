@@ -5,7 +5,7 @@ import pytest
 
 from meshsearch.client import MeshsearchClient, docs_from_records, local_flow
 from meshsearch.dataset import scan
-from meshsearch.docs import DocList, ShapeDoc
+from meshsearch.schema import DocList, ShapeDoc
 from meshsearch.synth import generate
 
 

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from fixtures.golden import MODEL_CONFIGS, golden_run
 
 GOLDEN = Path(__file__).parent / "fixtures" / "v0" / "golden"

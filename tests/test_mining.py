@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from meshsearch.mining import DISTANCES, MINERS, OBJECTIVES, Objective, build_objective
+from meshsearch.objectives import DISTANCES, MINERS, OBJECTIVES, Objective, build_objective
 
 NUM_CLASSES, EMBED_DIM = 4, 8
 

@@ -24,7 +24,7 @@ from jina.excepts import BadServer
 
 from meshsearch.client import MeshsearchClient
 from meshsearch.dataset import scan
-from meshsearch.docs import DocList, ShapeDoc
+from meshsearch.schema import DocList, ShapeDoc
 from meshsearch.synth import generate
 
 NUM_POINTS = 256  # what corpus.CHEAP's loader and encoder use

@@ -103,7 +103,7 @@ def test_metrics_table_orders_headline_first():
 
 
 def test_gallery_helpers_spread_classes_and_serialise():
-    from meshsearch.docs import DocList, Match, ShapeDoc
+    from meshsearch.schema import DocList, Match, ShapeDoc
 
     docs = [ShapeDoc(id=f"{c}{i}", uri=f"/{c}{i}.off", label=c) for c in "aab" for i in range(2)]
     assert [d.label for d in gallery_queries(docs, 3)] == ["a", "b", "a"]

@@ -14,8 +14,8 @@ from jina import Client
 from jina.excepts import BadServer
 
 from meshsearch.dataset import read_doclist
-from meshsearch.docs import DocList, ShapeDoc
 from meshsearch.models import load_encoder
+from meshsearch.schema import DocList, ShapeDoc
 
 
 class Payload:

@@ -15,7 +15,7 @@ import yaml
 
 from meshsearch.client import MeshsearchClient, docs_from_records, free_port, local_flow
 from meshsearch.dataset import scan
-from meshsearch.docs import DocList, ShapeDoc
+from meshsearch.schema import DocList, ShapeDoc
 from meshsearch.synth import generate
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -21,8 +21,8 @@ from executors.indexer import owner
 from executors.merger import join_by_id, shard_figures, split_figures, top_matches
 from meshsearch.client import FLOWS_DIR, MeshsearchClient, docs_from_records, local_flow
 from meshsearch.dataset import scan
-from meshsearch.docs import DocList, Match, ShapeDoc
 from meshsearch.index import HITS, HnswParams, ShapeIndex
+from meshsearch.schema import DocList, Match, ShapeDoc
 from meshsearch.synth import generate
 
 K = 10

@@ -1,0 +1,179 @@
+"""JobManager (meshsearch.jobs) without a Flow: start, status, cancel, one job at a time, unreadable
+job files, and resuming a job left "running" on disk by the code before the redesign."""
+
+import json
+import shutil
+import threading
+import time
+from functools import partial
+from pathlib import Path
+
+import pytest
+
+from meshsearch.jobs import ACTIVE, JobManager, JobState, fit_job
+
+V0 = Path(__file__).parent / "fixtures" / "v0" / "finetuner"
+V0_JOB = "0123456789ab"
+
+
+def finishes(job, stop, on_progress):
+    on_progress({"epoch": 1, "step": 1})
+    return {"state": "done", "checkpoint": str(Path(job["workdir"]) / "last.pt")}
+
+
+def until_stopped(job, stop, on_progress):
+    while not stop.wait(0.01):
+        on_progress({"step": 1})
+    return {"state": "cancelled"}
+
+
+def fails(job, stop, on_progress):
+    raise ValueError("no training data")
+
+
+def on_disk(root: Path, job_id: str) -> dict:
+    return json.loads((root / "jobs" / job_id / "job.json").read_text())
+
+
+def test_job_states_keep_their_strings():
+    assert [s.value for s in JobState] == ["queued", "running", "resumed", "done", "cancelled",
+                                           "time_budget", "early_stopped", "failed"]
+    assert JobState.RUNNING == "running" and str(JobState.DONE) == "done"
+    assert ACTIVE == {"queued", "running", "resumed"}
+
+
+def test_start_status_and_job_file(tmp_path):
+    jobs = JobManager(tmp_path, finishes)
+    answer = jobs.start({"epochs": 1}, data=None)
+    assert answer["state"] == "queued"
+    assert answer["workdir"] == str(tmp_path / "jobs" / answer["job_id"])
+    final = jobs.wait(answer["job_id"], timeout=10)
+    assert final["state"] == "done" and final["progress"] == {"epoch": 1, "step": 1}
+    assert final["checkpoint"].endswith("last.pt") and final["config"] == {"epochs": 1}
+    assert list(final)[-1] == "config" and "unreadable" not in final
+    assert jobs.status() == final  # the latest job by default
+    with pytest.raises(KeyError, match="no finetuning job 'nope'"):
+        jobs.status("nope")
+    saved = on_disk(tmp_path, answer["job_id"])
+    assert saved["state"] == "done" and saved["finished"] >= saved["created"]
+
+
+def test_one_job_at_a_time(tmp_path):
+    release = threading.Event()
+
+    def blocks(job, stop, on_progress):
+        release.wait(10)
+        return {"state": "done"}
+
+    jobs = JobManager(tmp_path, blocks)
+    first = jobs.start({})["job_id"]
+    with pytest.raises(RuntimeError, match=f"finetuning job {first} is still running"):
+        jobs.start({})
+    release.set()
+    assert jobs.wait(first, timeout=10)["state"] == "done"
+    second = jobs.start({})["job_id"]
+    assert jobs.wait(second, timeout=10)["state"] == "done" and second != first
+
+
+def test_cancel(tmp_path):
+    jobs = JobManager(tmp_path, until_stopped)
+    job_id = jobs.start({})["job_id"]
+    answer = jobs.cancel(job_id)
+    assert answer["cancel_requested"] is True and answer["job_id"] == job_id
+    assert jobs.wait(job_id, timeout=10)["state"] == "cancelled"
+    assert on_disk(tmp_path, job_id)["state"] == "cancelled"
+
+
+def test_a_failing_run_fails_its_job_only(tmp_path):
+    jobs = JobManager(tmp_path, fails)
+    job_id = jobs.start({})["job_id"]
+    final = jobs.wait(job_id, timeout=10)
+    assert final["state"] == "failed" and final["error"] == "ValueError: no training data"
+    assert jobs.wait(jobs.start({})["job_id"], timeout=10)["state"] == "failed"  # slot is free
+
+
+def test_a_bad_config_fails_the_request(tmp_path):
+    def validate(config):
+        raise ValueError("unknown TrainConfig fields: ['epochz']")
+
+    jobs = JobManager(tmp_path, finishes, validate=validate)
+    with pytest.raises(ValueError, match="epochz"):
+        jobs.start({"epochz": 3})
+    with pytest.raises(KeyError, match="no finetuning job has been started"):
+        jobs.status()
+
+
+def test_unreadable_job_files_are_skipped_and_reported(tmp_path):
+    done = JobManager(tmp_path, finishes)
+    good = done.start({})["job_id"]
+    done.wait(good, timeout=10)
+    for name, text in [("empty", ""), ("torn", '{"job_id": "torn", "sta'), ("list", "[]"),
+                       ("binary", "\udcff")]:
+        (tmp_path / "jobs" / name).mkdir()
+        (tmp_path / "jobs" / name / "job.json").write_text(text, errors="surrogateescape")
+    shutil.copytree(tmp_path / "jobs", tmp_path / "only-bad" / "jobs",
+                    ignore=lambda folder, names: [good] if good in names else [])
+    with pytest.raises(KeyError, match=r"no finetuning job has been started \(4 unreadable"):
+        JobManager(tmp_path / "only-bad", finishes).status()
+    again = JobManager(tmp_path, finishes)
+    status = again.status()
+    assert status["job_id"] == good and status["state"] == "done"
+    reported = {Path(u["path"]).parent.name: u["reason"] for u in status["unreadable"]}
+    assert sorted(reported) == ["binary", "empty", "list", "torn"]
+    assert "not valid JSON" in reported["torn"] and "not a job" in reported["list"]
+    assert again.wait(again.start({})["job_id"], timeout=10)["state"] == "done"  # still serves
+
+
+def test_an_active_job_resumes_in_a_moved_workspace(tmp_path):
+    workdir = tmp_path / "jobs" / "abc"
+    workdir.mkdir(parents=True)
+    old = {"job_id": "abc", "state": "running", "config": {}, "data": None,
+           "workdir": "/somewhere/else/jobs/abc", "created": 1.0}
+    (workdir / "job.json").write_text(json.dumps(old))
+    seen = {}
+
+    def records(job, stop, on_progress):
+        seen.update(job)
+        return {"state": "done"}
+
+    jobs = JobManager(tmp_path, records)
+    final = jobs.wait("abc", timeout=10)
+    assert (final["state"], final["resumed"]) == ("done", 1)
+    assert seen["workdir"] == final["workdir"] == str(workdir)
+    assert on_disk(tmp_path, "abc")["workdir"] == str(workdir)
+
+
+def copy_v0(root: Path) -> Path:
+    shutil.copytree(V0, root, ignore=shutil.ignore_patterns("workdir-at-creation.txt"))
+    assert on_disk(root, V0_JOB)["state"] == "running"  # written by the old code, never finished
+    return root
+
+
+def check_v0_finished(root: Path, final: dict) -> None:
+    assert final["state"] == "done", final
+    assert final["resumed"] == 1 and final["summary"]["epochs_done"] == 3
+    assert final["workdir"] == str(root / "jobs" / V0_JOB)
+    assert Path(final["checkpoint"]).is_relative_to(root / "jobs" / V0_JOB)
+    saved = on_disk(root, V0_JOB)
+    assert (saved["state"], saved["resumed"], saved["summary"]["epochs_done"]) == ("done", 1, 3)
+
+
+def test_the_v0_job_resumes_and_finishes_with_fit(tmp_path):
+    root = copy_v0(tmp_path / "finetuner")
+    jobs = JobManager(root, partial(fit_job, data_dir=root / "data"))
+    check_v0_finished(root, jobs.wait(V0_JOB, timeout=300))
+
+
+def test_the_finetuner_keeps_its_workspace_layout_and_resumes_v0(tmp_path):
+    """In a Flow the Finetuner's root is <workspace>/Finetuner/<shard>; data in data/, jobs in jobs/."""
+    from executors.finetuner import Finetuner
+
+    root = copy_v0(tmp_path / "Finetuner" / "0")
+    executor = Finetuner(workspace=str(tmp_path), runtime_args={"shard_id": 0})
+    assert executor.root == root and executor.data_dir == root / "data"
+    assert executor.count_data() == {"train": 16, "test": 0}
+    deadline = time.monotonic() + 300
+    while executor.status({})["state"] in ACTIVE:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    check_v0_finished(root, executor.status({"job_id": V0_JOB}))
