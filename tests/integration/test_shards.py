@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from paths import REPO
 
 from executors.indexer import owner
 from executors.merger import join_by_id, shard_figures, split_figures, top_matches
@@ -27,7 +28,6 @@ from meshsearch.synth import generate
 
 K = 10
 SHARDS = 2
-REPO = Path(__file__).resolve().parents[1]
 
 
 def test_merger_joins_shards_and_keeps_the_best():

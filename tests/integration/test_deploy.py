@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from paths import REPO
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 FLOWS = ROOT / "flows"
 DOCKERFILE = ROOT / "Dockerfile"
 IMAGE = "meshsearch:0.1.0"

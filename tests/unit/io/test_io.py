@@ -21,6 +21,7 @@ from corpus import (
     write_corpus,
     write_file,
 )
+from paths import SHARED
 
 from meshsearch.io import (
     LoadLimits,
@@ -33,7 +34,7 @@ from meshsearch.io import (
     resolve_uri,
 )
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA = SHARED / "data"
 MODELNET10 = DATA / "modelnet10-mini" / "ModelNet10"
 MODELNET40 = DATA / "modelnet40-pc-1024"
 

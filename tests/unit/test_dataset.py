@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from paths import SHARED
 
 import meshsearch.dataset as dataset
 from meshsearch.dataset import (
@@ -19,7 +20,7 @@ from meshsearch.dataset import (
 )
 from meshsearch.io import MeshLoadError
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA = SHARED / "data"
 MODELNET40 = DATA / "modelnet40-pc-1024"
 
 TETRA = "OFF\n4 4 0\n0 0 0\n1 0 0\n0 1 0\n0 0 1\n3 0 1 2\n3 0 1 3\n3 0 2 3\n3 1 2 3\n"

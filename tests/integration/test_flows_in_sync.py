@@ -1,15 +1,15 @@
 """flows/*.yml are what meshsearch/flowgen.py writes (regenerate: python -m meshsearch.flowgen),
 and Flow YAMLs written for the old encoder name still start."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from paths import REPO
 
 from meshsearch import flowgen
 
-FLOWS = Path(__file__).resolve().parents[1] / "flows"
+FLOWS = REPO / "flows"
 
 
 def test_every_flow_file_comes_from_the_generator():

@@ -8,8 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from paths import REPO
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 PACKAGES = ("meshsearch", "executors")
 MAX_MODULE_LINES = 450
 MAX_FUNCTION_LINES = 80

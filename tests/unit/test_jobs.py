@@ -9,10 +9,11 @@ from functools import partial
 from pathlib import Path
 
 import pytest
+from paths import FIXTURES
 
 from meshsearch.jobs import ACTIVE, JobManager, JobState, fit_job
 
-V0 = Path(__file__).parent / "fixtures" / "v0" / "finetuner"
+V0 = FIXTURES / "v0" / "finetuner"
 V0_JOB = "0123456789ab"
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from paths import REPO, TESTS
 
 from meshsearch.models import load_encoder
 from meshsearch.models.ops import knn
@@ -35,7 +36,7 @@ from meshsearch.train import (
     rotation_matrices,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 N_POINTS = 128
 
 
@@ -371,7 +372,7 @@ KILL_SCRIPT = textwrap.dedent(
     import sys, time
     import torch
     torch.set_num_threads(1)
-    sys.path.insert(0, {tests!r})
+    sys.path[:0] = [{tests!r}, {here!r}]
     from test_train import EVAL, TRAIN, tiny_config
     from meshsearch.train import fit
     fit(*TRAIN, tiny_config(epochs=4), {workdir!r}, EVAL, on_progress=lambda p: time.sleep(0.2))
@@ -380,7 +381,8 @@ KILL_SCRIPT = textwrap.dedent(
 
 
 def test_killed_run_resumes_from_last_checkpoint(reference, tmp_path) -> None:
-    script = KILL_SCRIPT.format(tests=str(ROOT / "tests"), workdir=str(tmp_path))
+    script = KILL_SCRIPT.format(tests=str(TESTS), here=str(Path(__file__).parent),
+                               workdir=str(tmp_path))
     env = dict(os.environ, JINA_OPTOUT_TELEMETRY="1")
     proc = subprocess.Popen(
         [sys.executable, "-c", script], cwd=ROOT, env=env, stderr=subprocess.PIPE

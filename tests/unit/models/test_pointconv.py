@@ -8,15 +8,15 @@ the spec, legacy ``[out, in, 1, 1]`` kernels used directly) and shares no code w
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
+from paths import SHARED
 
 from meshsearch.models import build_encoder, encoder_info, load_encoder, save_checkpoint
 from meshsearch.models.ops import farthest_point_sample
 
-KEYS_FILE = Path(__file__).resolve().parents[1].parent / "shared" / "pointconv-e3d-keys.json"
+KEYS_FILE = SHARED / "pointconv-e3d-keys.json"
 ENCODER_PREFIX = "_point_encoder."
 
 # ---------------------------------------------------------------------------------------------

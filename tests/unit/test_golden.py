@@ -2,13 +2,13 @@
 code before the redesign wrote (tests/fixtures/v0/golden, from tests/fixtures/make_fixtures.py)."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 from fixtures.golden import MODEL_CONFIGS, golden_run
+from paths import FIXTURES
 
-GOLDEN = Path(__file__).parent / "fixtures" / "v0" / "golden"
+GOLDEN = FIXTURES / "v0" / "golden"
 
 
 @pytest.fixture(scope="module")

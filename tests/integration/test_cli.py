@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from paths import REPO
 
 from meshsearch.dataset import prepare, read_doclist
 from meshsearch.metrics import cosine_scores, retrieval_metrics
 from meshsearch.models import build_encoder, embed, load_encoder, save_checkpoint
 from meshsearch.synth import generate
 
-REPO = Path(__file__).resolve().parents[1]
 KS = (1, 5, 10)  # the client's default cut-offs
 
 

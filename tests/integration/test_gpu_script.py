@@ -3,9 +3,10 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from paths import REPO
+
+ROOT = REPO
 STAGES = ("0_run", "1_cuda_tests", "2_encode", "3_train_throughput", "4_modelnet_cosface",
           "5_modelnet_triplet")
 

@@ -2,11 +2,11 @@
 old code) still works: an index, a checkpoint with ``train_points``, old module paths."""
 
 import shutil
-from pathlib import Path
 
 import numpy as np
+from paths import FIXTURES
 
-V0 = Path(__file__).parent / "fixtures" / "v0"
+V0 = FIXTURES / "v0"
 
 
 def test_an_old_checkpoint_loads_and_embeds_the_same():

@@ -12,20 +12,21 @@ from pathlib import Path
 
 import pytest
 import yaml
+from paths import REPO
 
 from meshsearch.client import MeshsearchClient, docs_from_records, free_port, local_flow
 from meshsearch.dataset import scan
 from meshsearch.schema import DocList, ShapeDoc
 from meshsearch.synth import generate
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 FLOWS = ROOT / "flows"
 SERVED_HERE = {"index.yml", "search.yml", "http.yml", "finetune.yml", "evaluate.yml"}
 ELSEWHERE = {
-    "meshsearch.yml": "tests/test_flow.py",
+    "meshsearch.yml": "tests/integration/test_flow.py",
     "sharded.yml": "the sharding tests (ShardMerger)",
-    "k8s.yml": "container images: exported and validated in tests/test_deploy.py",
-    "executor.yml": "one executor of the image, not a Flow: tests/test_deploy.py",
+    "k8s.yml": "container images: exported and validated in tests/integration/test_deploy.py",
+    "executor.yml": "one executor of the image, not a Flow: tests/integration/test_deploy.py",
 }
 
 

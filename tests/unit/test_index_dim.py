@@ -3,16 +3,16 @@ when none is configured (ShapeIndex and the ShapeIndexer without ``embed_dim``).
 
 import asyncio
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
+from paths import FIXTURES
 
 from meshsearch.index import ShapeIndex
 from meshsearch.index_store import stored_dim
 from meshsearch.schema import DocList, ShapeDoc
 
-V0_INDEX = Path(__file__).parent / "fixtures" / "v0" / "index"
+V0_INDEX = FIXTURES / "v0" / "index"
 
 
 def test_an_index_without_a_size_is_empty_until_the_first_upsert(tmp_path):
