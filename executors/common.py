@@ -101,7 +101,7 @@ def allowed_parameters(endpoint: str) -> frozenset[str] | None:
     if endpoint == "/finetune":
         from meshsearch.train import TrainConfig  # torch: only the executors that need it
 
-        return frozenset(f.name for f in fields(TrainConfig)) | {"data"}
+        return frozenset(f.name for f in fields(TrainConfig)) | {"data", "recipe"}
     return ENDPOINT_PARAMETERS.get(endpoint)
 
 

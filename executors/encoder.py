@@ -8,7 +8,7 @@ from docarray import DocList
 from jina import requests
 
 from executors.common import SHAPE_SCHEMAS, MeshsearchExecutor, check_points, fail, pending
-from meshsearch.models import embed, encoder_info, load_encoder, resolve_precision
+from meshsearch.models import embed, encoder_info, resolve_precision, serving_encoder
 from meshsearch.models.device import resolve_device
 from meshsearch.sampling import resample_points
 from meshsearch.schema import ShapeDoc
@@ -17,9 +17,11 @@ SMALL_BATCH = 4  # requests of at most this many clouds run on ``small_batch_thr
 
 
 class ShapeEncoder(MeshsearchExecutor):
-    """Embeds point clouds in minibatches with ``backbone``; CUDA when present, CPU otherwise.
+    """Embeds point clouds in minibatches; CUDA when present, CPU otherwise.
 
-    ``checkpoint``: one of our checkpoints or a legacy executor-3d-encoder state_dict; ``/reload``
+    ``checkpoint``: None (the shipped encoder), ``"untrained"`` (random weights of ``backbone``,
+    by default the shipped architecture), or the path of one of our checkpoints or a legacy
+    executor-3d-encoder state_dict (:func:`meshsearch.models.serving_encoder`); ``/reload``
     swaps in new weights (e.g. a finetuned ``best.pt``) without a restart. Every document is
     embedded from its points (an ``embedding`` sent by the client is replaced), so the index only
     holds vectors of the model that serves the queries. ``precision``: PointConv's inference
@@ -33,8 +35,8 @@ class ShapeEncoder(MeshsearchExecutor):
     def __init__(
         self,
         checkpoint: Optional[str] = None,
-        backbone: str = "pointconv",
-        embed_dim: int = 512,
+        backbone: Optional[str] = None,
+        embed_dim: Optional[int] = None,
         num_points: int = 1024,
         batch_size: int = 32,
         device: str = "auto",
@@ -51,15 +53,16 @@ class ShapeEncoder(MeshsearchExecutor):
         if device == "cpu":
             torch.set_num_threads(self.threads)
         self.backbone, self.embed_dim, self.num_points = backbone, embed_dim, num_points
-        self.batch_size, self.checkpoint, self.seed = batch_size, checkpoint, seed
+        self.batch_size, self.seed = batch_size, seed
+        self.configured = self.checkpoint = checkpoint
         self.model_config = dict(model_config or {})  # backbone config fields, e.g. hidden_dim
         self.precision = resolve_precision(precision, device)
         self.model = self._load(checkpoint)
 
     def _load(self, checkpoint: Optional[str]) -> torch.nn.Module:
-        torch.manual_seed(self.seed)  # the same untrained weights every time
-        model = load_encoder(checkpoint, embed_dim=self.embed_dim, backbone=self.backbone,
-                             device=self.device, **self.model_config)
+        model = serving_encoder(checkpoint, backbone=self.backbone, embed_dim=self.embed_dim,
+                                model_config=self.model_config, device=self.device,
+                                seed=self.seed)
         model.set_precision(self.precision)  # PointConv has bf16; other backbones stay in fp32
         return model
 
@@ -90,8 +93,9 @@ class ShapeEncoder(MeshsearchExecutor):
 
     @requests(on="/reload", **SHAPE_SCHEMAS)
     def reload(self, parameters: dict, **kwargs):
-        """Load ``parameters['checkpoint']`` (or the configured one again) into the serving model."""
-        checkpoint = parameters.get("checkpoint", self.checkpoint)
+        """Load ``parameters['checkpoint']`` into the serving model; without one, the configured
+        checkpoint again (never the last one reloaded)."""
+        checkpoint = parameters.get("checkpoint", self.configured)
         model = self._load(checkpoint)
         self.model, self.checkpoint = model, checkpoint
         return {"checkpoint": checkpoint, "precision": model.precision,

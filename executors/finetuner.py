@@ -11,6 +11,7 @@ from jina import requests
 from executors.common import SHAPE_SCHEMAS, MeshsearchExecutor, check_points, pending
 from meshsearch.dataset import read_doclist, write_doclist
 from meshsearch.jobs import JobManager, fit_job
+from meshsearch.registry import load_recipe
 from meshsearch.schema import ShapeDoc
 from meshsearch.train import TrainConfig
 
@@ -25,15 +26,17 @@ class Finetuner(MeshsearchExecutor):
     at once with its id; ``/finetune/status`` and ``/finetune/cancel`` follow it. Each job lives in
     ``workspace/jobs/<id>`` (checkpoints, ``metrics.jsonl``, ``curves.png``); a job that was running
     when the process died resumes from its last checkpoint when the executor starts again
-    (:class:`meshsearch.jobs.JobManager`). ``defaults``: TrainConfig fields for every job.
+    (:class:`meshsearch.jobs.JobManager`). ``recipe``: the training recipe of jobs that name none
+    (None: TrainConfig's defaults); ``defaults``: TrainConfig fields under every job's recipe.
     """
 
-    def __init__(self, defaults: Optional[dict[str, Any]] = None, **kwargs) -> None:
+    def __init__(self, recipe: Optional[str] = None, defaults: Optional[dict[str, Any]] = None,
+                 **kwargs) -> None:
         super().__init__(**kwargs)
         self.root = Path(self.workspace or "workspace")
         self.data_dir = self.root / "data"
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.defaults = dict(defaults or {})
+        self.recipe, self.defaults = recipe, dict(defaults or {})
         self._data: dict[str, DocList[ShapeDoc]] = {split: self._read(split) for split in SPLITS}
         torch.set_num_threads(self.torch_threads())
         self.jobs = JobManager(self.root, partial(fit_job, data_dir=self.data_dir),
@@ -70,10 +73,12 @@ class Finetuner(MeshsearchExecutor):
     # -- jobs -----------------------------------------------------------------------------
     @requests(on="/finetune", **SHAPE_SCHEMAS)
     def start(self, parameters: dict, **kwargs):
-        """Start a job; parameters are TrainConfig fields, plus an optional ``data`` folder
-        holding ``train.bin``/``test.bin`` from ``meshsearch prepare``."""
-        config = {**self.defaults, **{k: v for k, v in parameters.items() if k != "data"}}
-        return self.jobs.start(config, parameters.get("data"))
+        """Start a job; parameters are a ``recipe`` and TrainConfig fields over it, plus an
+        optional ``data`` folder holding ``train.bin``/``test.bin`` from ``meshsearch prepare``."""
+        recipe = parameters.get("recipe") or self.recipe
+        fields = {k: v for k, v in parameters.items() if k not in ("data", "recipe")}
+        config = {**self.defaults, **(load_recipe(recipe) if recipe else {}), **fields}
+        return self.jobs.start(config, parameters.get("data"), recipe=recipe)
 
     @requests(on="/finetune/status", **SHAPE_SCHEMAS)
     def status(self, parameters: dict, **kwargs):

@@ -50,17 +50,25 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     print(json.dumps(summary, indent=2))
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
+    """Serve until Ctrl-C or SIGTERM (what systemd, supervisors, ``kill`` and CI runners send):
+    either one closes the Flow, which stops every executor and the gateway before exiting."""
+    import signal
+    import threading
+
     from meshsearch.client import local_flow
 
-    with local_flow(args.workspace, flow=args.flow, port=args.port) as host:
-        print(f"serving {args.flow} on {host}; Ctrl-C stops it", flush=True)
-        try:
-            import threading
-
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        with local_flow(args.workspace, flow=args.flow, port=args.port) as host:
+            print(f"serving {args.flow} on {host}; Ctrl-C or SIGTERM stops it", flush=True)
             threading.Event().wait()
-        except KeyboardInterrupt:
-            pass
+    except KeyboardInterrupt:
+        pass
 
 
 def cmd_index(args: argparse.Namespace) -> None:
@@ -293,10 +301,10 @@ def _add_pretrain(sub, epilog: str | None) -> None:
 
 
 def _add_demo(sub) -> None:
-    p = sub.add_parser("demo", help="shapes -> Flow -> untrained vs finetuned metrics")
+    p = sub.add_parser("demo", help="shapes -> Flow -> untrained, pretrained and finetuned metrics")
     p.add_argument("--data", help="a ModelNet-layout folder (default: generated shapes)")
     p.add_argument("--workdir", default="demo-run")
-    p.add_argument("--epochs", type=int, default=28)
+    p.add_argument("--epochs", type=int, help="override the small-data recipe's epochs")
     p.add_argument("--host")
     p.add_argument("--classes", type=int, default=10)
     p.add_argument("--per-class", type=int, default=24)

@@ -188,5 +188,10 @@ class MeshsearchClient:
             bar.close()
 
     def reload(self, checkpoint: Optional[str] = None) -> dict[str, Any]:
-        """Make the encoder serve ``checkpoint`` (e.g. a finished job's best.pt)."""
+        """Make the encoder serve ``checkpoint`` (a finished job's best.pt, "untrained", ...);
+        None: the checkpoint it was configured with (the shipped encoder by default)."""
         return self._call("/reload", {"checkpoint": checkpoint} if checkpoint else {})
+
+    def info(self) -> dict[str, Any]:
+        """What the encoder serves: checkpoint, backbone, embedding size, device, precision."""
+        return self._call("/info")

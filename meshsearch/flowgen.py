@@ -1,7 +1,9 @@
 """The Flow YAMLs in ``flows/``, generated from one source: ``python -m meshsearch.flowgen``.
 
-Jina's YAML has no include, so each Flow file is complete; the values they share (embedding size,
-points per cloud, the executor blocks, the image) are set once here. ``--check`` exits 1 when a
+Jina's YAML has no include, so each Flow file is complete; the values they share (points per
+cloud, the executor blocks, the image) are set once here. No Flow states an embedding size: the
+encoder takes it from the checkpoint it serves (the shipped encoder by default), the indexer from
+the vectors it stores. ``--check`` exits 1 when a
 file differs from what would be written (tests/test_flows_in_sync.py runs the same comparison).
 """
 
@@ -16,7 +18,6 @@ from typing import Any
 
 import yaml
 
-EMBED_DIM = 512  # the encoder's embedding size (the indexer takes it from the vectors)
 NUM_POINTS = 1024  # points per cloud: loader samples, encoder resamples to this
 IMAGE = "meshsearch:0.1.0"
 FLOWS_DIR = Path(__file__).resolve().parents[1] / "flows"
@@ -63,7 +64,7 @@ def loader(points: bool = True, workers: bool = True, **fields: Any) -> dict:
 def encoder(**fields: Any) -> dict:
     extra = fields.pop("uses_with", {})
     return executor("encoder", "ShapeEncoder",
-                    {"embed_dim": EMBED_DIM, "num_points": NUM_POINTS} | extra, **fields)
+                    {"num_points": NUM_POINTS} | extra, **fields)
 
 
 def finetuner(**fields: Any) -> dict:

@@ -92,8 +92,10 @@ class JobManager:
             self._jobs[job["job_id"]] = job
 
     # -- requests -------------------------------------------------------------------------
-    def start(self, config: dict[str, Any], data: Optional[str] = None) -> dict[str, Any]:
-        """Start a job (only while no other is active); answers at once with its id."""
+    def start(self, config: dict[str, Any], data: Optional[str] = None,
+              **details: Any) -> dict[str, Any]:
+        """Start a job (only while no other is active); answers at once with its id.
+        ``details`` (e.g. the recipe's name) are kept in the job's record."""
         with self._lock:
             busy = [j for j in self._jobs.values() if j["state"] in ACTIVE]
             if busy:
@@ -102,7 +104,8 @@ class JobManager:
                 self._validate(config)  # fail now, not in the thread
             job_id = uuid.uuid4().hex[:12]
             job = {"job_id": job_id, "state": JobState.QUEUED.value, "config": config,
-                   "data": data, "workdir": str(self.jobs_dir / job_id), "created": time.time()}
+                   "data": data, "workdir": str(self.jobs_dir / job_id), "created": time.time(),
+                   "protocol": PROTOCOL, **details}
             self._jobs[job_id] = job
         self._save(job)
         self._start(job)
@@ -188,34 +191,41 @@ class JobManager:
 
 
 # -- training with meshsearch.train.fit ----------------------------------------------------------
+PROTOCOL = 2  # jobs since the validation split; older job files (no "protocol") resume as before
+
+
 def training_data(folder: Path, required: bool = False) -> tuple[np.ndarray, list, Any]:
-    """(points, labels, eval_data) from ``folder/{train,test}.bin`` for :func:`meshsearch.train.fit`:
-    the test split, when there is one, is evaluated as queries against the train split.
-    ``required``: a missing ``train.bin`` is an error rather than no data."""
+    """(points, labels, test) from ``folder/{train,test}.bin``; ``test`` is ``(points, labels)``
+    or None. ``required``: a missing ``train.bin`` is an error rather than no data."""
     from meshsearch.dataset import read_doclist
 
     def split(name: str, must: bool) -> list:
         path = folder / f"{name}.bin"
         return list(read_doclist(path)) if must or path.exists() else []
 
+    def arrays(docs: list) -> tuple[np.ndarray, list]:
+        return np.stack([np.asarray(d.points, np.float32) for d in docs]), [d.label for d in docs]
+
     train, test = split("train", required), split("test", False)
     if not train:
         raise ValueError("no training data: send documents to /finetune/data first")
-    points = np.stack([np.asarray(d.points, np.float32) for d in train])
-    labels = [d.label for d in train]
-    eval_data = None
-    if test:
-        eval_data = (np.stack([np.asarray(d.points, np.float32) for d in test]),
-                     [d.label for d in test], points, labels)
-    return points, labels, eval_data
+    return (*arrays(train), arrays(test) if test else None)
 
 
 def fit_job(job: Job, stop: threading.Event, on_progress: Progress, data_dir: Path) -> dict:
-    """Train ``job`` with :func:`meshsearch.train.fit` in its workdir (resuming from its
-    ``state.pt``) on the job's ``data`` folder, or on ``data_dir`` when it names none."""
+    """Train ``job`` in its workdir (resuming from its ``state.pt``) on the job's ``data`` folder,
+    or on ``data_dir`` when it names none. A validation split carved from the training shapes
+    picks the best epoch; the test shapes, if any, are evaluated once, at the end. Jobs written
+    before the validation split (no ``protocol``) go on as they started: the test split is
+    their evaluation data."""
     from meshsearch.train import TrainConfig, fit  # torch: only where jobs train
+    from meshsearch.train.split import fit_with_validation
 
     folder = Path(job["data"]) if job.get("data") else Path(data_dir)
-    points, labels, eval_data = training_data(folder, required=bool(job.get("data")))
-    return fit(points, labels, TrainConfig.from_dict(job["config"]), job["workdir"],
-               eval_data=eval_data, on_progress=on_progress, stop_event=stop)
+    points, labels, test = training_data(folder, required=bool(job.get("data")))
+    config = TrainConfig.from_dict(job["config"])
+    kwargs = {"on_progress": on_progress, "stop_event": stop}
+    if job.get("protocol", 1) >= PROTOCOL:
+        return fit_with_validation(points, labels, config, job["workdir"], test, **kwargs)
+    eval_data = None if test is None else (*test, points, labels)
+    return fit(points, labels, config, job["workdir"], eval_data=eval_data, **kwargs)

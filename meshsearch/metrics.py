@@ -192,19 +192,20 @@ def format_table(
 ) -> str:
     """Text table of metrics (one line per key) for models side by side (one column per model).
 
-    With exactly two models a ``delta`` column gives second minus first (e.g. finetuned - untrained).
+    With two models or more a ``delta`` column gives the last minus the one before (e.g.
+    finetuned - pretrained).
     A metric missing for a model shows as ``-``.
     """
     names = list(rows)
     if not names:
         raise ValueError("no models to tabulate")
-    header = ["metric", *names] + (["delta"] if len(names) == 2 else [])
+    header = ["metric", *names] + (["delta"] if len(names) >= 2 else [])
     lines = []
     for key in keys:
         values = [rows[name].get(key) for name in names]
         cells = [key] + ["-" if v is None else f"{v:.4f}" for v in values]
-        if len(names) == 2:
-            a, b = values
+        if len(names) >= 2:
+            a, b = values[-2:]
             cells.append("-" if a is None or b is None else f"{b - a:+.4f}")
         lines.append(cells)
     widths = [max(len(row[i]) for row in [header, *lines]) for i in range(len(header))]

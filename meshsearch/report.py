@@ -109,18 +109,19 @@ def _img(png: bytes, alt: str) -> str:
 
 def metrics_table(models: Mapping[str, Mapping[str, float]], headline: Sequence[str] = ()) -> str:
     """An HTML table, one row per metric (``headline`` ones first, in bold), one column per model;
-    with two models, a delta column (second minus first)."""
+    with two models or more, a delta column (the last minus the one before: what finetuning
+    bought over the pretrained encoder)."""
     names = list(models)
     keys = list(dict.fromkeys([k for k in headline if any(k in models[m] for m in names)]
                               + sorted({k for m in names for k in models[m]})))
     head = "".join(f"<th>{html.escape(n)}</th>" for n in names)
-    head += "<th>delta</th>" if len(names) == 2 else ""
+    head += "<th>delta</th>" if len(names) >= 2 else ""
     rows = []
     for key in keys:
         values = [models[m].get(key) for m in names]
         cells = "".join(f"<td>{'-' if v is None else f'{v:.4f}'}</td>" for v in values)
-        if len(names) == 2:
-            a, b = values
+        if len(names) >= 2:
+            a, b = values[-2:]
             delta = None if a is None or b is None else b - a
             css = "" if not delta else ("up" if delta > 0 else "down")
             cells += f'<td class="{css}">{"-" if delta is None else f"{delta:+.4f}"}</td>'

@@ -19,6 +19,8 @@ import numpy as np
 import trimesh
 import yaml
 
+from meshsearch.client import free_port  # noqa: F401  (the tests take it from here)
+
 REPO = Path(__file__).resolve().parents[1]
 
 CUBE_V = "\n".join(f"{x} {y} {z}" for x in (0, 1) for y in (0, 1) for z in (0, 1))
@@ -196,7 +198,8 @@ def serve_http(folder: Path):
 CHEAP = {  # the all-in-one Flow with a small encoder: thousands of shapes in seconds on a CPU
     "loader": {"num_points": 256, "data_roots": "${{ ENV.MESHSEARCH_DATA_ROOTS }}",
                "max_bytes": 128 * 2**20},  # below the 256 MiB default: the limit is configurable
-    "encoder": {"backbone": "pointnet", "embed_dim": 64, "num_points": 256,
+    "encoder": {"checkpoint": "untrained", "backbone": "pointnet", "embed_dim": 64,
+                "num_points": 256,
                 "model_config": {"hidden_dim": 128, "projector_dim": 256}},
     "indexer": {"embed_dim": 64},
 }
@@ -214,12 +217,6 @@ def flow_yaml(path: Path, executors: tuple[str, ...] | None = None,
                                  **(uses_with or {}).get(name, {})}
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class ServedFlow:

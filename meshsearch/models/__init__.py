@@ -4,7 +4,8 @@
 - :mod:`.pointconv`, :mod:`.edgeconv`, :mod:`.pointnet`: the backbones, registered by name in
   :data:`meshsearch.registry.BACKBONES`; :mod:`.neighbours`: EdgeConv's training-graph cache;
 - :mod:`.checkpoints`: ``build_encoder``, ``load_encoder`` (ours and the legacy PointConv ones),
-  ``save_checkpoint``; :mod:`.inference`: ``embed`` and the precision settings;
+  ``save_checkpoint``; :mod:`.shipped`: the shipped encoder and what a checkpoint setting
+  means; :mod:`.inference`: ``embed`` and the precision settings;
 - :mod:`.device`: the one device resolver; :mod:`.ops`: the shared tensor operations.
 """
 
@@ -23,6 +24,7 @@ from .encoder import Encoder
 from .inference import bf16_autocast, cpu_has_amx, embed, resolve_precision
 from .pointconv import PointConv, PointConvConfig
 from .pointnet import PointNet, PointNetConfig
+from .shipped import SHIPPED, SHIPPED_FILE, UNTRAINED, resolve_checkpoint, serving_encoder
 
 __all__ = [
     "BACKBONES",
@@ -34,6 +36,9 @@ __all__ = [
     "PointConvConfig",
     "PointNet",
     "PointNetConfig",
+    "SHIPPED",
+    "SHIPPED_FILE",
+    "UNTRAINED",
     "bf16_autocast",
     "build_encoder",
     "cpu_has_amx",
@@ -41,6 +46,8 @@ __all__ = [
     "encoder_info",
     "load_encoder",
     "resolve_device",
+    "resolve_checkpoint",
     "resolve_precision",
     "save_checkpoint",
+    "serving_encoder",
 ]

@@ -34,7 +34,7 @@ class TrainConfig:
     backbone: str = "pointconv"  # a name of meshsearch.registry.BACKBONES
     embed_dim: int = 512
     model_config: dict[str, Any] = field(default_factory=dict)
-    checkpoint: str | None = None  # initial weights (None: random initialisation)
+    checkpoint: str | None = None  # initial weights: a path, "shipped", or None/"untrained" (random)
     freeze: tuple[str, ...] = ()  # parameter-name prefixes kept fixed, e.g. "_point_encoder.sa1"
     # objective (meshsearch.objectives)
     objective: str = "triplet"

@@ -30,7 +30,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from meshsearch.models import bf16_autocast, build_encoder, load_encoder, resolve_device
+from meshsearch.models import (
+    bf16_autocast,
+    build_encoder,
+    load_encoder,
+    resolve_checkpoint,
+    resolve_device,
+)
 from meshsearch.models.neighbours import NeighbourCache
 from meshsearch.objectives import Objective, build_objective
 from meshsearch.registry import OBJECTIVES, OPTIMIZERS, SCHEDULERS
@@ -73,10 +79,12 @@ def _freeze_statistics(model: nn.Module) -> None:
 
 
 def _build_model(config: TrainConfig, device: torch.device) -> nn.Module:
-    """The encoder a run starts from: the config's checkpoint, or fresh weights."""
-    if config.checkpoint:
+    """The encoder a run starts from: the config's checkpoint ("shipped": the shipped encoder),
+    or fresh weights (None, "untrained")."""
+    path = resolve_checkpoint(config.checkpoint) if config.checkpoint else None
+    if path:
         return load_encoder(
-            config.checkpoint,
+            path,
             embed_dim=config.embed_dim,
             backbone=config.backbone,
             device=str(device),

@@ -4,8 +4,11 @@ the test split, which is for reporting once."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
+
+from meshsearch.utils.fs import write_json
 
 MIN_TRAIN_PER_CLASS = 2  # a class keeps at least this many training shapes (a positive pair)
 
@@ -50,4 +53,5 @@ def fit_with_validation(points: np.ndarray, labels: Sequence | np.ndarray, confi
                   report_data=report, **fit_kwargs)
     summary["splits"] = {"train": int(len(train)), "validation": int(len(val)),
                          "test": 0 if test is None else int(len(test[1]))}
+    write_json(Path(workdir) / "summary.json", summary)
     return summary

@@ -91,13 +91,3 @@ def read_jsonl(path: PathLike) -> list[dict[str, Any]]:
 def write_jsonl(path: PathLike, records: Iterable[dict[str, Any]]) -> Path:
     """Write ``records`` as JSON lines, atomically (the whole file is replaced)."""
     return write_text(path, "".join(json.dumps(r) + "\n" for r in records))
-
-
-def append_jsonl(path: PathLike, records: Iterable[dict[str, Any]]) -> None:
-    """Append ``records`` as JSON lines and fsync: for logs that grow (a torn last line is
-    skipped by :func:`read_jsonl`)."""
-    text = "".join(json.dumps(r, default=str) + "\n" for r in records)
-    with open(path, "a") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())

@@ -83,9 +83,10 @@ def test_evaluate_writes_the_metrics_json(prepared, checkpoint):
     assert metrics["mAP"] == pytest.approx(local["mAP"], abs=3e-3)
 
 
-def test_finetune_on_a_train_split_serves_the_last_epoch(prepared):
-    """The README's ``meshsearch finetune --data prepared/train.bin``: no test documents, so no
-    evaluation and no best.pt; the job offers last.pt and the encoder reloads it."""
+def test_finetune_on_a_train_split_serves_its_best_validation_epoch(prepared):
+    """The README's ``meshsearch finetune --data prepared/train.bin``: no test documents; the job
+    carves a validation split from the train shapes, offers the best epoch on it (best.pt), and
+    the encoder reloads it."""
     workspace = prepared / "finetune-workspace"
     config = {"batch_size": 6, "k_per_class": 2, "num_points": 128}
     run = meshsearch("finetune", "--data", str(prepared / "prepared" / "train.bin"),
@@ -95,8 +96,11 @@ def test_finetune_on_a_train_split_serves_the_last_epoch(prepared):
     final = json.loads(next(line for line in run.stdout.splitlines() if line.startswith("{")))
     assert final["state"] == "done" and final["error"] is None, final
     checkpoint = Path(final["checkpoint"])
-    assert checkpoint.name == "last.pt" and checkpoint.is_file()
-    assert checkpoint.is_relative_to(workspace) and not (checkpoint.parent / "best.pt").exists()
+    assert checkpoint.name == "best.pt" and checkpoint.is_file()
+    assert checkpoint.is_relative_to(workspace)
+    summary = json.loads((checkpoint.parent / "summary.json").read_text())
+    assert summary["splits"]["validation"] > 0 and summary["splits"]["test"] == 0
+    assert "test_metrics" not in summary  # nothing to report: no test shapes were sent
     assert "the encoder now serves the finetuned weights" in run.stdout
 
 

@@ -141,4 +141,13 @@ def test_finetune_job_runs_in_background_and_reloads(client, indexed, shapes):
     assert info["backbone"] == "pointnet"
     vec = client.encode(DocList[ShapeDoc]([ShapeDoc(uri=indexed[0].uri)]))[0].embedding
     assert vec is not None and np.isclose(np.linalg.norm(vec), 1.0, atol=1e-4)
-    client.reload()  # back to the configured encoder for any later test
+    # a reload without a checkpoint serves the configured one (the shipped encoder), never the
+    # last one reloaded; "untrained" serves random weights of the shipped architecture
+    assert client.info()["checkpoint"] == final["checkpoint"]
+    back = client.reload()
+    assert back["checkpoint"] is None and back["backbone"] == "edgeconv"
+    assert client.reload("untrained")["backbone"] == "edgeconv"
+    untrained = client.encode(DocList[ShapeDoc]([ShapeDoc(uri=indexed[0].uri)]))[0].embedding
+    client.reload()
+    shipped = client.encode(DocList[ShapeDoc]([ShapeDoc(uri=indexed[0].uri)]))[0].embedding
+    assert not np.allclose(untrained, shipped)

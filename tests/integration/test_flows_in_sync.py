@@ -39,9 +39,9 @@ def test_shared_values_are_set_once():
                  "sharded.yml", "k8s.yml"):
         executors = {e["name"]: e for e in yaml.safe_load(flowgen.render(name))["executors"]}
         encoder = executors["encoder"]["uses_with"]
-        assert (encoder["embed_dim"], encoder["num_points"]) == (flowgen.EMBED_DIM,
-                                                                 flowgen.NUM_POINTS), name
-        assert "embed_dim" not in (executors["indexer"].get("uses_with") or {}), name
+        assert encoder["num_points"] == flowgen.NUM_POINTS, name
+        for executor in ("encoder", "indexer"):  # sizes follow the served checkpoint
+            assert "embed_dim" not in (executors[executor].get("uses_with") or {}), name
 
 
 def test_the_old_encoder_name_still_serves(tmp_path):
@@ -53,7 +53,8 @@ def test_the_old_encoder_name_still_serves(tmp_path):
             "with": {"protocol": "grpc", "port": "${{ ENV.MESHSEARCH_PORT }}", "host": "127.0.0.1"},
             "executors": [{"name": "encoder", "uses": "PointConvEncoder",
                            "py_modules": ["executors.encoder"], "host": "127.0.0.1",
-                           "uses_with": {"backbone": "pointnet", "embed_dim": 16, "num_points": 64,
+                           "uses_with": {"checkpoint": "untrained", "backbone": "pointnet",
+                                         "embed_dim": 16, "num_points": 64,
                                          "model_config": {"hidden_dim": 32, "projector_dim": 32}}}]}
     path = tmp_path / "old.yml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))

@@ -178,3 +178,45 @@ def test_the_finetuner_keeps_its_workspace_layout_and_resumes_v0(tmp_path):
         assert time.monotonic() < deadline
         time.sleep(0.1)
     check_v0_finished(root, executor.status({"job_id": V0_JOB}))
+
+
+def test_a_new_job_selects_on_validation_and_reports_the_test_split_once(tmp_path):
+    """The test documents of a job never reach training or selection: a validation split carved
+    from the training shapes picks the epoch, and the test split is evaluated once, at the end."""
+    import numpy as np
+
+    from meshsearch.dataset import write_doclist
+    from meshsearch.schema import DocList, ShapeDoc
+
+    rng = np.random.default_rng(0)
+    axes = np.array([[1.0, 0.3, 0.3], [0.3, 1.0, 0.3], [0.3, 0.3, 1.0]])
+
+    def docs(split: str, per_class: int) -> DocList[ShapeDoc]:
+        out = []
+        for c, ax in enumerate(axes):
+            for i in range(per_class):
+                d = rng.normal(size=(64, 3))
+                d /= np.linalg.norm(d, axis=1, keepdims=True)
+                out.append(ShapeDoc(id=f"{split}-{c}-{i}", label=f"c{c}", split=split,
+                                    points=(d * ax).astype(np.float32)))
+        return DocList[ShapeDoc](out)
+
+    data = tmp_path / "data"
+    data.mkdir()
+    write_doclist(docs("train", 10), data / "train.bin")
+    write_doclist(docs("test", 4), data / "test.bin")
+    config = {"backbone": "pointnet", "embed_dim": 8, "epochs": 2, "batch_size": 6,
+              "k_per_class": 2, "objective": "normsoftmax", "miner": None, "eval_every": 1,
+              "model_config": {"hidden_dim": 16, "projector_dim": 16}, "device": "cpu"}
+    jobs = JobManager(tmp_path, partial(fit_job, data_dir=data))
+    job_id = jobs.start(config, recipe=None)["job_id"]
+    final = jobs.wait(job_id, timeout=120)
+    summary = final["summary"]
+    assert final["state"] == "done" and on_disk(tmp_path, job_id)["protocol"] == 2
+    assert summary["splits"] == {"train": 27, "validation": 3, "test": 12}
+    assert summary["best"] is not None and summary["checkpoint"].endswith("best.pt")
+    assert set(summary["test_metrics"]) >= {"mAP@1", "mAP@10", "mNDCG@10"}
+    records = [json.loads(x) for x in (Path(summary["workdir"]) / "metrics.jsonl").read_text()
+               .splitlines()]
+    assert summary["best"]["score"] == max(r["metrics"]["mAP@10"] for r in records)
+    assert all(r["metrics"] != summary["test_metrics"] for r in records)
