@@ -8,67 +8,76 @@ import torch
 from docarray import DocList
 from jina import requests
 
-from executors.common import SHAPE_SCHEMAS, MeshsearchExecutor, check_points, pending
-from meshsearch.dataset import read_doclist, write_doclist
-from meshsearch.jobs import JobManager, fit_job
+from executors.common import SHAPE_SCHEMAS, MeshsearchExecutor, check_points, fail, pending
+from meshsearch.jobs import SHUTDOWN_TIMEOUT_S, JobManager, fit_job
 from meshsearch.registry import load_recipe
 from meshsearch.schema import ShapeDoc
 from meshsearch.train import TrainConfig
-
-SPLITS = ("train", "test")
+from meshsearch.trainset import TrainingSet
+from meshsearch.utils.params import bool_param
 
 
 class Finetuner(MeshsearchExecutor):
     """Collects labelled shapes, trains in a background thread, reports status, survives restarts.
 
     ``/finetune/data`` stores documents (train split for training; test split as evaluation
-    queries against the train split) in ``workspace/data``. ``/finetune`` starts a job and answers
-    at once with its id; ``/finetune/status`` and ``/finetune/cancel`` follow it. Each job lives in
+    queries against the train split) in ``workspace/data/shapes.db``
+    (:class:`meshsearch.trainset.TrainingSet`: a request costs its own documents; an id sent
+    again replaces its shape). ``/finetune`` starts a job and answers at once with its id;
+    ``/finetune/status`` and ``/finetune/cancel`` follow it. Each job lives in
     ``workspace/jobs/<id>`` (checkpoints, ``metrics.jsonl``, ``curves.png``); a job that was running
-    when the process died resumes from its last checkpoint when the executor starts again
-    (:class:`meshsearch.jobs.JobManager`). ``recipe``: the training recipe of jobs that name none
-    (None: TrainConfig's defaults); ``defaults``: TrainConfig fields under every job's recipe.
+    when the process died, or when the Flow stopped (:meth:`close`), resumes from its last
+    checkpoint when the executor starts again (:class:`meshsearch.jobs.JobManager`). ``recipe``:
+    the training recipe of jobs that name none (None: TrainConfig's defaults); ``defaults``:
+    TrainConfig fields under every job's recipe; ``stop_timeout_s``: how long :meth:`close` waits
+    for a running job to save its state.
     """
 
     def __init__(self, recipe: Optional[str] = None, defaults: Optional[dict[str, Any]] = None,
-                 **kwargs) -> None:
+                 stop_timeout_s: float = SHUTDOWN_TIMEOUT_S, **kwargs) -> None:
         super().__init__(**kwargs)
         self.root = Path(self.workspace or "workspace")
         self.data_dir = self.root / "data"
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data = TrainingSet(self.data_dir)  # imports the train.bin/test.bin of old workspaces
         self.recipe, self.defaults = recipe, dict(defaults or {})
-        self._data: dict[str, DocList[ShapeDoc]] = {split: self._read(split) for split in SPLITS}
+        self.stop_timeout_s = float(stop_timeout_s)
         torch.set_num_threads(self.torch_threads())
         self.jobs = JobManager(self.root, partial(fit_job, data_dir=self.data_dir),
                                validate=TrainConfig.from_dict, logger=self.logger)
 
-    def _read(self, split: str) -> DocList[ShapeDoc]:
-        path = self.data_dir / f"{split}.bin"
-        return read_doclist(path) if path.exists() else DocList[ShapeDoc]()
+    def close(self) -> None:
+        """Jina calls this when the Flow (or this executor's process, on SIGTERM/SIGINT) stops:
+        a running job saves its state and stays resumable; the store is closed."""
+        self.jobs.shutdown(self.stop_timeout_s)
+        self.data.close()
+        super().close()
 
     # -- data -----------------------------------------------------------------------------
     @requests(on="/finetune/data")
     def add_data(self, docs: DocList[ShapeDoc], parameters: dict, **kwargs) -> DocList[ShapeDoc]:
-        if parameters.get("reset"):
-            self._data = {split: DocList[ShapeDoc]() for split in SPLITS}
+        """Store the request's labelled shapes (committed before the answer); ``reset``: empty
+        the store first. Points are not sent back."""
+        reset = bool_param(parameters, "reset", False)
+        kept = []  # (document, its points)
         for doc in pending(docs):
-            if check_points(doc) is None:
+            points = check_points(doc)
+            if points is None:
                 continue
             if not doc.label:
-                doc.error = f"document {doc.id}: a training shape needs a label"
+                fail(doc, f"document {doc.id}: a training shape needs a label")
                 continue
-            split = "test" if doc.split == "test" else "train"
-            self._data[split].append(ShapeDoc(id=doc.id, uri=doc.uri, label=doc.label,
-                                              split=split, points=doc.points))
-        for split, split_docs in self._data.items():
-            write_doclist(split_docs, self.data_dir / f"{split}.bin")
+            kept.append((doc, points))
+        self.data.add([d.id for d, _ in kept], [d.uri for d, _ in kept],
+                      [d.label for d, _ in kept],
+                      ["test" if d.split == "test" else "train" for d, _ in kept],
+                      [points for _, points in kept], reset=reset)
         for doc in docs:
             doc.points = None
         return docs
 
     @requests(on="/finetune/data/count", **SHAPE_SCHEMAS)
     def count_data(self, **kwargs):
-        return {split: len(d) for split, d in self._data.items()}
+        return self.data.count()
 
     # -- jobs -----------------------------------------------------------------------------
     @requests(on="/finetune", **SHAPE_SCHEMAS)

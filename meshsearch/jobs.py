@@ -7,8 +7,14 @@ from "running" to "resumed" (``resumed`` counts the restarts), then back to "run
 final state; the run function continues from the job's ``state.pt``. A ``job.json`` that cannot be
 read is logged, skipped and listed under ``unreadable`` in status answers.
 
-The run function is ``run(job, stop_event, on_progress) -> summary``: :func:`fit_job` trains with
-:func:`meshsearch.train.fit`; tests pass cheap ones.
+:meth:`JobManager.shutdown` (the Finetuner calls it when the Flow stops) is not a cancel: the job
+stops at its next step, saves ``state.pt`` (mid-epoch included) and stays active as
+"interrupted", so the next manager on the same root resumes it where it stopped.
+
+The run function is ``run(job, stop_event, on_progress) -> summary``; ``stop_event`` is a
+:class:`StopRequest` (a ``threading.Event`` with the ``reason`` it was set for). :func:`fit_job`
+trains with :func:`meshsearch.train.fit` on the stored shapes (:mod:`meshsearch.trainset`) or on
+the job's ``data`` folder; tests pass cheap ones.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from meshsearch.trainset import TrainingSet
 from meshsearch.utils.fs import read_json, write_json
 
 Job = dict[str, Any]
@@ -44,9 +51,26 @@ class JobState(StrEnum):
     TIME_BUDGET = "time_budget"
     EARLY_STOPPED = "early_stopped"
     FAILED = "failed"
+    INTERRUPTED = "interrupted"  # stopped by a shutdown; resumes when the next manager starts
 
 
-ACTIVE = frozenset({JobState.QUEUED, JobState.RUNNING, JobState.RESUMED})  # hold the one slot
+# hold the one slot, and resume when a manager starts
+ACTIVE = frozenset({JobState.QUEUED, JobState.RUNNING, JobState.RESUMED, JobState.INTERRUPTED})
+SHUTDOWN_TIMEOUT_S = 10.0
+
+
+class StopRequest(threading.Event):
+    """A job's stop event, with why it was set: ``reason`` is "cancelled" (a request) or
+    "interrupted" (a shutdown); the first request wins."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reason = JobState.CANCELLED.value
+
+    def request(self, reason: JobState) -> None:
+        if not self.is_set():
+            self.reason = JobState(reason).value
+            self.set()
 
 
 class JobManager:
@@ -67,7 +91,8 @@ class JobManager:
         self._lock = threading.Lock()
         self._jobs: dict[str, Job] = {}
         self._threads: dict[str, threading.Thread] = {}
-        self._stops: dict[str, threading.Event] = {}
+        self._stops: dict[str, StopRequest] = {}
+        self._closing = False  # after shutdown(): no new jobs
         self.unreadable: list[dict[str, str]] = []  # job files skipped: {"path", "reason"}
         self._load()
         for job in list(self._jobs.values()) if resume else ():
@@ -97,6 +122,8 @@ class JobManager:
         """Start a job (only while no other is active); answers at once with its id.
         ``details`` (e.g. the recipe's name) are kept in the job's record."""
         with self._lock:
+            if self._closing:
+                raise RuntimeError("the finetuner is shutting down")
             busy = [j for j in self._jobs.values() if j["state"] in ACTIVE]
             if busy:
                 raise RuntimeError(f"finetuning job {busy[0]['job_id']} is still running")
@@ -123,7 +150,7 @@ class JobManager:
         with self._lock:
             job = self._job(job_id)
             if job["job_id"] in self._stops:
-                self._stops[job["job_id"]].set()
+                self._stops[job["job_id"]].request(JobState.CANCELLED)
             return {"job_id": job["job_id"], "state": job["state"], "cancel_requested": True}
 
     def wait(self, job_id: Optional[str] = None, timeout: Optional[float] = None) -> dict[str, Any]:
@@ -133,6 +160,26 @@ class JobManager:
         if thread is not None:
             thread.join(timeout)
         return self.status(job_id)
+
+    def shutdown(self, timeout: float = SHUTDOWN_TIMEOUT_S) -> list[str]:
+        """Stop for a shutdown: every running job stops at its next step boundary, saves its
+        state and stays active ("interrupted"), to resume when a manager starts on this root.
+        Waits up to ``timeout`` seconds in all for the jobs' threads and refuses new jobs; returns
+        the ids of jobs still running then (they resume from their last checkpoint, as after a
+        kill)."""
+        with self._lock:
+            self._closing = True
+            running = {job_id: t for job_id, t in self._threads.items() if t.is_alive()}
+            for job_id in running:
+                self._stops[job_id].request(JobState.INTERRUPTED)
+        deadline = time.monotonic() + timeout
+        for thread in running.values():
+            thread.join(max(0.0, deadline - time.monotonic()))
+        left = [job_id for job_id, thread in running.items() if thread.is_alive()]
+        if left:
+            self.logger.warning(f"finetuning jobs {left} did not stop within {timeout} s; "
+                                "they resume from their last checkpoint")
+        return left
 
     def _job(self, job_id: Optional[str]) -> Job:
         if not self._jobs:
@@ -157,14 +204,14 @@ class JobManager:
             job.update(fields)
 
     def _start(self, job: Job) -> None:
-        stop = threading.Event()
+        stop = StopRequest()
         thread = threading.Thread(target=self._work, args=(job, stop), daemon=True,
                                   name=f"finetune-{job['job_id']}")
         with self._lock:
             self._stops[job["job_id"]], self._threads[job["job_id"]] = stop, thread
         thread.start()
 
-    def _work(self, job: Job, stop: threading.Event) -> None:
+    def _work(self, job: Job, stop: StopRequest) -> None:
         saved = time.monotonic()
 
         def on_progress(progress: dict[str, Any]) -> None:
@@ -178,25 +225,34 @@ class JobManager:
             self._update(job, state=JobState.RUNNING.value)
             self._save(job)
             summary = self._run(job, stop, on_progress)
-            final = {"state": str(JobState(summary.get("state", JobState.DONE))), "summary": summary}
+            state = JobState(summary.get("state", JobState.DONE))
+            if stop.reason == JobState.INTERRUPTED and state == JobState.CANCELLED:
+                state = JobState.INTERRUPTED  # a run that knows no reasons, stopped by a shutdown
+            if state == JobState.INTERRUPTED:  # not finished: stays active, resumes at next start
+                self.logger.info(f"finetuning job {job['job_id']} interrupted; it resumes")
+                self._update(job, state=state.value)
+                return
+            final = {"state": state.value, "summary": summary}
             if "checkpoint" in summary:
                 final["checkpoint"] = summary["checkpoint"]
-            self._update(job, **final)
+            self._update(job, **final, finished=time.time())
         except Exception as exc:  # the job fails, the process stays up
             self.logger.error(f"finetuning job {job['job_id']} failed: {exc!r}")
-            self._update(job, state=JobState.FAILED.value, error=f"{type(exc).__name__}: {exc}")
+            self._update(job, state=JobState.FAILED.value, error=f"{type(exc).__name__}: {exc}",
+                         finished=time.time())
         finally:
-            self._update(job, finished=time.time())
             self._save(job)
 
 
 # -- training with meshsearch.train.fit ----------------------------------------------------------
 PROTOCOL = 2  # jobs since the validation split; older job files (no "protocol") resume as before
+NO_DATA = "no training data: send documents to /finetune/data first"
 
 
 def training_data(folder: Path, required: bool = False) -> tuple[np.ndarray, list, Any]:
-    """(points, labels, test) from ``folder/{train,test}.bin``; ``test`` is ``(points, labels)``
-    or None. ``required``: a missing ``train.bin`` is an error rather than no data."""
+    """(points, labels, test) from ``folder/{train,test}.bin`` (``meshsearch prepare``); ``test``
+    is ``(points, labels)`` or None. ``required``: a missing ``train.bin`` is an error rather than
+    no data."""
     from meshsearch.dataset import read_doclist
 
     def split(name: str, must: bool) -> list:
@@ -208,21 +264,35 @@ def training_data(folder: Path, required: bool = False) -> tuple[np.ndarray, lis
 
     train, test = split("train", required), split("test", False)
     if not train:
-        raise ValueError("no training data: send documents to /finetune/data first")
+        raise ValueError(NO_DATA)
     return (*arrays(train), arrays(test) if test else None)
 
 
+def stored_data(data_dir: Path) -> tuple[np.ndarray, list, Any]:
+    """(points, labels, test) as :func:`training_data`, from the shapes sent to /finetune/data
+    (``data_dir/shapes.db``): one snapshot, on this thread's own connection."""
+    with TrainingSet(data_dir) as store:
+        snapshot = store.snapshot()
+    (points, labels), test = snapshot["train"], snapshot["test"]
+    if not labels:
+        raise ValueError(NO_DATA)
+    return points, labels, test if test[1] else None
+
+
 def fit_job(job: Job, stop: threading.Event, on_progress: Progress, data_dir: Path) -> dict:
-    """Train ``job`` in its workdir (resuming from its ``state.pt``) on the job's ``data`` folder,
-    or on ``data_dir`` when it names none. A validation split carved from the training shapes
-    picks the best epoch; the test shapes, if any, are evaluated once, at the end. Jobs written
-    before the validation split (no ``protocol``) go on as they started: the test split is
-    their evaluation data."""
+    """Train ``job`` in its workdir (resuming from its ``state.pt``) on the job's ``data`` folder
+    (``train.bin``/``test.bin``), or on the shapes stored in ``data_dir`` when it names none. A
+    validation split carved from the training shapes picks the best epoch; the test shapes, if
+    any, are evaluated once, at the end. Jobs written before the validation split (no
+    ``protocol``) go on as they started: the test split is their evaluation data. A
+    :class:`StopRequest` for a shutdown ends the run "interrupted", its state saved."""
     from meshsearch.train import TrainConfig, fit  # torch: only where jobs train
     from meshsearch.train.split import fit_with_validation
 
-    folder = Path(job["data"]) if job.get("data") else Path(data_dir)
-    points, labels, test = training_data(folder, required=bool(job.get("data")))
+    if job.get("data"):
+        points, labels, test = training_data(Path(job["data"]), required=True)
+    else:
+        points, labels, test = stored_data(Path(data_dir))
     config = TrainConfig.from_dict(job["config"])
     kwargs = {"on_progress": on_progress, "stop_event": stop}
     if job.get("protocol", 1) >= PROTOCOL:

@@ -69,6 +69,14 @@ from .state import (
 
 logger = logging.getLogger(__name__)
 
+INTERRUPTED = "interrupted"  # the state of a run stopped by a shutdown (it resumes)
+
+
+def stop_reason(stop_event: threading.Event) -> str:
+    """Why a set ``stop_event`` stops the run: its ``reason`` when that is "interrupted" (a
+    shutdown: :class:`meshsearch.jobs.StopRequest`), else "cancelled" (a plain Event too)."""
+    return INTERRUPTED if getattr(stop_event, "reason", None) == INTERRUPTED else "cancelled"
+
 
 def _freeze_statistics(model: nn.Module) -> None:
     """Keep fully frozen submodules in eval mode, so their BatchNorm statistics stay fixed too."""
@@ -279,8 +287,6 @@ class Trainer:
         self.optimizer.step()
         return float(loss.detach())
 
-
-
     def train_epoch(self, after_step: Callable[[float], str | None]) -> str | None:
         """Steps from the sampler's position to the epoch's end; ``after_step(loss)`` may return
         a reason to stop. State is saved every ``checkpoint_every_steps`` steps."""
@@ -347,12 +353,15 @@ def fit(
     the same form) is evaluated once, after training, with the encoder the summary names to
     serve, and never looked at before: the summary's ``test_metrics``. ``on_progress`` receives
     ``{state, epoch, epochs, step, steps_per_epoch, loss, metrics, eta_s}`` after every step and
-    evaluation. Setting ``stop_event`` stops at the next step boundary (state "cancelled"); the run
-    also stops at ``config.time_budget_s`` (state "time_budget", evaluated) or by early stopping.
+    evaluation. Setting ``stop_event`` stops at the next step boundary (state "cancelled", or
+    "interrupted" for a shutdown, see :func:`stop_reason`: then ``report_data`` is not evaluated);
+    either way ``state.pt`` holds the mid-epoch position and a later ``fit`` resumes from it.
+    The run also stops at ``config.time_budget_s`` (state "time_budget", evaluated) or by early
+    stopping.
     When ``workdir/state.pt`` exists and ``resume`` is True the run continues from it (its config
     must match, up to ``RESUMABLE_CHANGES``). ``model`` trains that module instead of one built
-    from the config. The summary's ``state`` is "done", "cancelled", "time_budget" or
-    "early_stopped".
+    from the config. The summary's ``state`` is "done", "cancelled", "interrupted", "time_budget"
+    or "early_stopped".
     """
     config = config or TrainConfig()
     workdir = Path(workdir)
@@ -370,7 +379,7 @@ def fit(
         progress.loss, progress.steps = loss, progress.steps + 1
         progress("running")
         if stop_event is not None and stop_event.is_set():
-            return "cancelled"
+            return stop_reason(stop_event)
         if config.time_budget_s is not None and run.elapsed() >= config.time_budget_s:
             return "time_budget"
         return None
@@ -395,7 +404,7 @@ def fit(
         for hook in hooks:
             hook.close()
     summary = summary_of(run, stop or "done", records, progress.metrics, workdir)
-    if report_data is not None:
+    if report_data is not None and stop != INTERRUPTED:  # a shutdown does not wait for it
         summary["test_metrics"] = _report(summary["checkpoint"], report_data, run)
     write_json(workdir / "summary.json", summary)
     progress(summary["state"])

@@ -1,5 +1,7 @@
-"""``meshsearch serve`` stops cleanly on SIGTERM, as on Ctrl-C: no process of the Flow is left."""
+"""``meshsearch serve`` stops cleanly on SIGTERM, as on Ctrl-C: no process of the Flow is left,
+and a finetuning job that was running saves its state and resumes when the Flow starts again."""
 
+import json
 import os
 import signal
 import subprocess
@@ -7,8 +9,13 @@ import sys
 import time
 from pathlib import Path
 
-from corpus import free_port
+import numpy as np
+import torch
+from corpus import ServedFlow, flow_yaml, free_port
 from paths import REPO
+
+from meshsearch.client import MeshsearchClient
+from meshsearch.schema import ShapeDoc
 
 
 def descendants(pid: int) -> set[int]:
@@ -64,3 +71,66 @@ def test_sigterm_stops_every_process_of_the_flow(tmp_path):
             except ProcessLookupError:
                 pass
         log.close()
+
+
+# 8 classes x 8 clouds of 64 points, 8 steps an epoch, more epochs than the test waits for; no
+# validation split (nothing to evaluate) and no periodic checkpoint: the shutdown writes state.pt
+JOB = {"backbone": "pointnet", "embed_dim": 16,
+       "model_config": {"hidden_dim": 32, "projector_dim": 32}, "epochs": 500, "batch_size": 8, "k_per_class": 2, "num_points": 64, "val_fraction": 0.0,
+       "eval_every": 0, "checkpoint_every_steps": 100_000, "device": "cpu"}
+
+
+def training_shapes() -> list[ShapeDoc]:
+    rng = np.random.default_rng(0)
+    return [ShapeDoc(id=f"s{i}", label=f"c{i % 8}", split="train",
+                     points=(rng.random((64, 3)) * (1 + i % 8)).astype(np.float32))
+            for i in range(64)]
+
+
+def wait_for(check, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while not (found := check()):
+        assert time.monotonic() < deadline, f"{what} within {timeout} s"
+        time.sleep(0.2)
+    return found
+
+
+def stop_with_sigterm(flow: ServedFlow) -> None:
+    """SIGTERM to ``meshsearch serve`` (not its group); no process of the Flow is left 15 s on."""
+    pids = flow.pids()
+    flow.proc.send_signal(signal.SIGTERM)
+    flow.proc.wait(timeout=15)
+    wait_for(lambda: not any(alive(p) for p in pids), 15, "every process of the Flow ends")
+
+
+def test_a_running_job_checkpoints_on_sigterm_and_resumes_after_restart(tmp_path):
+    flow = ServedFlow(flow_yaml(tmp_path / "flow.yml", executors=("finetuner",)), tmp_path / "ws")
+    try:
+        ms = MeshsearchClient(flow.start().host)
+        assert not [d.error for d in ms.send_training_data(training_shapes(), reset=True, desc=None)
+                    if d.error]
+        job_id = ms.finetune(**JOB)
+        workdir = Path(ms.status(job_id)["workdir"])
+        wait_for(lambda: (ms.status(job_id).get("progress") or {}).get("step", 0) > 10, 120,
+                 "the job passes its first epoch")
+        stop_with_sigterm(flow)
+
+        job = json.loads((workdir / "job.json").read_text())
+        state = torch.load(workdir / "state.pt", weights_only=True)
+        assert job["state"] == "interrupted" and "finished" not in job, job
+        assert state["step"] == job["progress"]["step"] > 10  # saved where it stopped
+        assert state["epoch"] < JOB["epochs"]
+
+        ms = MeshsearchClient(flow.start().host)
+        status = ms.status(job_id)
+        assert status["resumed"] == 1 and status["state"] in ("resumed", "running"), status
+        wait_for(lambda: (ms.status(job_id).get("progress") or {}).get("step", 0) > state["step"],
+                 60, "the resumed job steps on")
+        assert ms._call("/finetune/data/count") == {"train": 64, "test": 0}
+        stop_with_sigterm(flow)
+        again = json.loads((workdir / "job.json").read_text())
+        assert (again["state"], again["resumed"]) == ("interrupted", 1)
+        resumed_state = torch.load(workdir / "state.pt", weights_only=True)
+        assert resumed_state["step"] > state["step"]
+    finally:
+        flow.kill()

@@ -329,6 +329,30 @@ def test_cancel_then_resume_matches_uninterrupted(reference, tmp_path) -> None:
     assert done["metrics"] == reference[1]["metrics"]
 
 
+def test_an_interrupt_saves_mid_epoch_skips_the_report_and_resumes(reference, tmp_path) -> None:
+    """A shutdown (meshsearch.jobs.StopRequest for "interrupted") stops at the step boundary with
+    state "interrupted": state.pt holds that step (no periodic checkpoint here), the test split is
+    not evaluated, and fit resumes it to the uninterrupted numbers."""
+    from meshsearch.jobs import JobState, StopRequest
+
+    stop = StopRequest()
+
+    def on_progress(p: dict) -> None:
+        if p["step"] == 6:  # mid-epoch 2
+            stop.request(JobState.INTERRUPTED)
+
+    cut = fit(*TRAIN, tiny_config(checkpoint_every_steps=None), tmp_path, EVAL,
+              on_progress=on_progress, stop_event=stop, report_data=EVAL)
+    assert cut["state"] == "interrupted" and cut["step"] == 6 and "test_metrics" not in cut
+    state = torch.load(tmp_path / "state.pt", weights_only=True)
+    assert (state["step"], state["epoch"], state["sampler"]["position"]) == (6, 1, 2)
+    stop.request(JobState.CANCELLED)  # the first reason stays
+    assert stop.reason == "interrupted"
+    done = fit(*TRAIN, tiny_config(), tmp_path, EVAL)
+    assert done["state"] == "done" and done["step"] == 12 and epochs_of(tmp_path) == [1, 2, 3]
+    assert losses_of(tmp_path) == losses_of(reference[0])
+
+
 def test_schedulers_by_name(reference, tmp_path) -> None:
     assert logged(reference[0], "lr") == [1e-3, 1e-3, 1e-3]  # multistep at epochs 30 and 60
     fit(*TRAIN, tiny_config(scheduler="cosine", epochs=4), tmp_path / "cos")
