@@ -11,7 +11,7 @@ centres, the ratio measured there on the trained encoder (within-class RMS dista
 mean over RMS distance of class means to their mean). Queries
 are fresh draws from the same clusters (not indexed points). For each size:
 
-* build: ShapeIndex (docarray storage: SQLite + hnswlib graph, upserts of ``--batch`` vectors) and
+* build: ShapeIndex (SQLite rows + hnswlib graph, upserts of ``--batch`` vectors, then close) and
   raw ``hnswlib.Index`` (one ``add_items``), each in its own subprocess, timed, with the process's
   resident memory after the build minus before, and its peak (VmHWM) minus before. Above
   ``--raw-build-max`` vectors only ShapeIndex is built; raw hnswlib then loads ShapeIndex's graph
@@ -19,8 +19,7 @@ are fresh draws from the same clusters (not indexed points). For each size:
 * ef: the smallest of ``--efs`` whose recall@k (raw hnswlib, exact top-k by numpy as truth) is at
   least ``--target``; every swept ef's recall is recorded.
 * queries, in one process, at that ef: single-query latency, ShapeIndex and raw hnswlib alternating
-  query by query (p50, p99, median of the per-query ratios); docarray's own ``find`` on a subset for
-  reference; batch throughput for ``--batch-queries`` queries (3 alternating rounds, median); and
+  query by query (p50, p99, median of the per-query ratios); batch throughput for ``--batch-queries`` queries (3 alternating rounds, median); and
   recall@k of both.
 
     python benchmarks/search.py [--sizes 10000 100000 1000000] [--queries 500] [--threads 2]
@@ -120,8 +119,9 @@ def build_ours(cfg: dict) -> dict:
         rows = slice(s, s + batch)
         index.upsert(ids[rows], data[rows], [f"/shapes/{i}.off" for i in ids[rows]],
                      [f"c{i % 40}" for i in range(s, min(s + batch, len(data)))])
-    seconds = time.perf_counter() - start
     after, peak = rss_mib()
+    index.close()  # saves the graph file
+    seconds = time.perf_counter() - start
     assert index.count() == len(data)
     size = sum(f.stat().st_size for f in Path(cfg["ours"]).iterdir())
     return {"build_s": seconds, "rss_delta_mib": after - before, "peak_delta_mib": peak - before,
@@ -153,7 +153,6 @@ def query(cfg: dict) -> dict:
     import hnswlib
 
     from meshsearch.index import HnswParams, ShapeIndex
-    from meshsearch.index_store import key
 
     queries = np.load(cfg["queries"])
     truth = np.load(cfg["truth"])
@@ -161,8 +160,10 @@ def query(cfg: dict) -> dict:
     raw = hnswlib.Index(space="cosine", dim=dim)
     raw.load_index(cfg["raw"])
     raw.set_num_threads(cfg["threads"])
-    if cfg["raw_is_ours"]:  # ShapeIndex's graph: labels are docarray's hashed ids
-        row_of = {key(i): r for r, i in enumerate(shape_ids(n))}
+    if cfg["raw_is_ours"]:  # ShapeIndex's graph: labels are its SQLite keys
+        ours = ShapeIndex(cfg["ours"], dim)
+        row_of = {k: int(i[1:]) for i, k in ours.store.keys_of(shape_ids(n)).items()}
+        ours.close()
 
         def rows(labels: np.ndarray) -> list[list[int]]:
             return [[row_of[int(x)] for x in row] for row in labels]
@@ -207,17 +208,9 @@ def query(cfg: dict) -> dict:
         t_ours.append(pair["ours"])
         t_raw.append(pair["raw"])
         ratios.append(pair["ours"] / pair["raw"])
-    store = ours.store
-    t_doc = []
-    for i in range(min(len(queries), cfg["docarray_queries"])):
-        start = time.perf_counter()
-        store.find(queries[i], k)
-        t_doc.append(time.perf_counter() - start)
     out["latency_ms"] = {
         "ours": {"p50": percentile(t_ours, 50) * 1e3, "p99": percentile(t_ours, 99) * 1e3},
         "raw": {"p50": percentile(t_raw, 50) * 1e3, "p99": percentile(t_raw, 99) * 1e3},
-        "docarray_find": {"p50": percentile(t_doc, 50) * 1e3, "p99": percentile(t_doc, 99) * 1e3,
-                          "queries": len(t_doc)},
     }
     out["single_ratio_median"] = statistics.median(ratios)
     out["single_queries"] = len(queries)
@@ -270,9 +263,6 @@ def table(runs: list[dict]) -> str:
             lines.append(
                 f"| {run['n']:,} | {label} | {built} | {q['ef']} | {q['recall_' + name]:.3f} "
                 f"| {lat['p50']:.3f} | {lat['p99']:.3f} | {q['batch_qps'][name]:,.0f} | {ratio} |")
-        doc = q["latency_ms"]["docarray_find"]
-        lines.append(f"| {run['n']:,} | docarray `find` (reference) | | | {q['ef']} | | "
-                     f"{doc['p50']:.3f} | {doc['p99']:.3f} | | |")
     return "\n".join(lines)
 
 
@@ -300,13 +290,13 @@ def write_doc(report: dict) -> None:
     run_notes = "".join(f" {r['n']:,}: {r['note']}" for r in runs if r.get("note"))
     section = f"""## Search
 
-`ShapeIndex` (docarray `HnswDocumentIndex` storage: hnswlib graph + SQLite records) against raw `hnswlib.Index` with the same parameters (cosine, M={a['M']}, ef_construction={a['efc']}, {a['threads']} threads), on {a['dim']}-dimensional unit vectors in {a['clusters']} clusters (centre + {a['latent']}-dimensional Gaussian offset, scale {a['spread']}, + isotropic noise {a['noise']}; real ModelNet40 embeddings have a within-class effective dimension of 3.5–5.9, see `benchmarks/embedding_dim.py`); {a['queries']} held-out queries from the same clusters; recall@{a['k']} against exact numpy top-{a['k']}. {report['when']}, Python {report['python']}, {report['cpus']} CPU cores shared with other jobs (1-min load average {report['load_before']:.2f} before, {report['load_after']:.2f} after): absolute times are noisy, ratios are paired (the two indexes alternate query by query in one process).
+`ShapeIndex` (SQLite rows + hnswlib graph) against raw `hnswlib.Index` with the same parameters (cosine, M={a['M']}, ef_construction={a['efc']}, {a['threads']} threads), on {a['dim']}-dimensional unit vectors in {a['clusters']} clusters (centre + {a['latent']}-dimensional Gaussian offset, scale {a['spread']}, + isotropic noise {a['noise']}; real ModelNet40 embeddings have a within-class effective dimension of 3.5–5.9, see `benchmarks/embedding_dim.py`); {a['queries']} held-out queries from the same clusters; recall@{a['k']} against exact numpy top-{a['k']}. {report['when']}, Python {report['python']}, {report['cpus']} CPU cores shared with other jobs (1-min load average {report['load_before']:.2f} before, {report['load_after']:.2f} after): absolute times are noisy, ratios are paired (the two indexes alternate query by query in one process).
 
 {table(runs)}
 
-ef is the smallest of {a['efs']} reaching recall@{a['k']} >= {a['target']} on raw hnswlib, then used by both ({sweeps}). Build: ShapeIndex upserts {a['batch']:,} vectors per call (docarray writes each document to SQLite and saves the graph after each call); memory is the build process's resident set after the build minus before (in parentheses its peak minus before); latency is one query at a time, p50/p99 over {a['queries']} queries; batch q/s is one call with {a['batch_queries']} queries.{note}
+ef is the smallest of {a['efs']} reaching recall@{a['k']} >= {a['target']} on raw hnswlib, then used by both ({sweeps}). Build: ShapeIndex upserts {a['batch']:,} vectors per call (one SQLite transaction per call; the graph file is saved at the end); memory is the build process's resident set after the build minus before (in parentheses its peak minus before); latency is one query at a time, p50/p99 over {a['queries']} queries; batch q/s is one call with {a['batch_queries']} queries.{note}
 
-ShapeIndex answers a query from the hnswlib graph directly and takes the hits' id, uri and label from an in-memory copy of its SQLite hits table; docarray's own `find` (last row of each size) rebuilds a full document per hit from SQLite.{run_notes}
+ShapeIndex answers a query from the hnswlib graph directly and takes the hits' id, uri and label from an in-memory copy of its SQLite rows.{run_notes}
 
 Command: {commands(report)} (raw figures: `benchmarks/results/search.json`).
 """
@@ -338,7 +328,6 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--batch", type=int, default=50_000, help="vectors per ShapeIndex.upsert call")
     p.add_argument("--batch-queries", type=int, default=1000)
-    p.add_argument("--docarray-queries", type=int, default=200)
     p.add_argument("--raw-build-max", type=int, default=100_000)
     p.add_argument("--workdir", default=None, help="scratch folder (default: a temporary one)")
     p.add_argument("--no-doc", action="store_true")
@@ -366,7 +355,7 @@ def main() -> None:
             truth = exact_topk(data, queries, a.k)
             cfg = {"n": n, "k": a.k, "M": a.M, "efc": a.efc, "ef": a.efs[0], "threads": a.threads,
                    "batch": a.batch, "efs": a.efs, "target": a.target,
-                   "batch_queries": a.batch_queries, "docarray_queries": a.docarray_queries,
+                   "batch_queries": a.batch_queries,
                    "data": str(here / "data.npy"), "queries": str(here / "queries.npy"),
                    "truth": str(here / "truth.npy"), "ours": str(here / "ours"),
                    "raw": str(here / "raw.bin")}
@@ -379,7 +368,9 @@ def main() -> None:
             print(f"[{n:,}] ShapeIndex build {build['ours']}", flush=True)
             cfg["raw_is_ours"] = n > a.raw_build_max
             if cfg["raw_is_ours"]:
-                cfg["raw"] = str(here / "ours" / "embedding.bin")
+                from meshsearch.index import GRAPH_FILE
+
+                cfg["raw"] = str(here / "ours" / GRAPH_FILE)
             else:
                 build["raw"] = in_subprocess("build_raw", cfg)
                 print(f"[{n:,}] raw hnswlib build {build['raw']}", flush=True)

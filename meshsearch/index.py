@@ -1,41 +1,71 @@
-"""The shape index: docarray's HNSW index on disk, plus exact cosine search for evaluation.
+"""The shape index: durable SQLite rows, an hnswlib graph in memory saved now and then, and an
+in-memory table for exact search and evaluation.
 
-``ShapeIndex`` keeps one record per shape id (uri, label, split, embedding). Writing an id again
-replaces it. Storage is docarray's ``HnswDocumentIndex`` (an hnswlib graph file plus a SQLite table
-of the documents), so an index written here opens with docarray alone; everything that reaches
-into docarray is in :mod:`meshsearch.index_store`. Reads take a shorter path than docarray's
-``find``: approximate search queries the hnswlib graph directly and takes the id, uri and label of
-the hits from an in-memory copy of our compact SQLite table (read at the first search, kept in step
-by writes), instead of rebuilding a pydantic document (embedding included) per hit. Exact search
-and evaluation take the stored vectors from the graph (hnswlib keeps them unit-norm for cosine)
-into a matrix that is dropped on the next write.
+``ShapeIndex`` keeps one record per shape id (uri, label, split, embedding, optionally its points).
+Writing an id again replaces it. A write costs what it writes, whatever the size of the index:
 
-Every save of the graph file is atomic (written beside it, flushed, renamed over it), so a process
-killed mid-save leaves the previous graph, never a torn one. docarray commits SQLite after the
-graph on writes, and a graph entry without its SQLite record is skipped by searches.
+- every upsert or delete is one SQLite transaction (:mod:`meshsearch.index_store`: WAL,
+  ``synchronous=FULL``), committed before the call returns: an acknowledged write survives
+  kill -9 and power loss;
+- the hnswlib graph (:mod:`meshsearch.index_memory`) is updated in memory by the same call (a
+  stored shape is found at once) and grown geometrically; it is saved to ``hnsw.bin``
+  (atomically: written beside it, fsynced, renamed over it) only by :meth:`ShapeIndex.save`,
+  :meth:`ShapeIndex.close`, and by a write that finds the last save older than ``save_every_s``. The write sequence number the saved graph holds
+  is recorded in SQLite after the file is in place. On open the graph is loaded and brought up to
+  date from the rows written (and the keys deleted) since; a missing or unreadable graph file is
+  rebuilt from the rows. hnswlib labels are SQLite keys, never reused, so replaying a write twice
+  is harmless;
+- approximate search queries the graph and takes each hit's id, uri and label from an in-memory
+  dict by key; exact search, label search and evaluation use an in-memory table of unit-norm
+  vectors built from SQLite at the first such read and then kept in step by writes.
 
 The embedding size may be left open (``dim=None``): it is then read from the index on disk, or
-fixed by the first upsert; until then the index is empty and answers as such.
+fixed by the first upsert; until then the index is empty and answers as such. An index in the
+layout of older meshsearch versions (docarray's) is migrated on open.
 """
 
+from __future__ import annotations
+
+import functools
 import hashlib
 import shutil
 import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, TypeVar
 
 import numpy as np
-from docarray import BaseDoc, DocList
-from docarray.typing import NdArray
-from pydantic import Field
 
 from meshsearch.geometry.normalize import unit_rows
-from meshsearch.index_store import FIELD, HITS, HnswStore, key, stored_dim
+from meshsearch.index_memory import (
+    GRAPH_FILE,
+    ExactTable,
+    add,
+    hide,
+    open_graph,
+    save_graph,
+)
+from meshsearch.index_store import (
+    DB_FILE,
+    OLD_DIR,
+    SHAPES,
+    Record,
+    RowStore,
+    encode_points,
+    migrate_docarray,
+    stored_dim,
+)
 from meshsearch.metrics import ranked_relevance
+from meshsearch.utils.fs import fsync_dir
 
-__all__ = ["FIELD", "HITS", "HnswParams", "Hit", "ShapeIndex", "owner", "vector_problem"]
+__all__ = ["DB_FILE", "GRAPH_FILE", "HITS", "HnswParams", "Hit", "ShapeIndex", "owner",
+           "stored_dim", "vector_problem"]
+
+HITS = SHAPES  # the SQLite table of the stored shapes (one row per id)
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @dataclass(frozen=True)
@@ -62,32 +92,6 @@ class Hit:
     score: float
 
 
-@dataclass
-class _Table:
-    """Every stored record in a stable order, with its unit-norm vector (exact search)."""
-
-    ids: list[str]
-    uris: list[str]
-    labels: np.ndarray  # (n,) str
-    vectors: np.ndarray  # (n, dim) float32
-
-
-@cache
-def _record_schema(dim: int, M: int, ef_construction: int) -> type[BaseDoc]:
-    """The stored document type for one embedding size (hnswlib needs the dimension up front)."""
-
-    class IndexedShape(BaseDoc):
-        uri: str = ""
-        label: str = ""
-        split: str = ""
-        embedding: NdArray[dim] = Field(  # type: ignore[valid-type]
-            dim=dim, space="cosine", M=M, ef_construction=ef_construction,
-            allow_replace_deleted=False,  # so a deleted id can be indexed again
-        )
-
-    return IndexedShape
-
-
 def owner(doc_id: str, shards: int) -> int:
     """The shard that stores ``doc_id``: a stable hash of the id (the same in every process, run
     and machine, unlike Python's ``hash``) modulo the number of shards."""
@@ -111,54 +115,98 @@ def vector_problem(vector: object, dim: Optional[int]) -> Optional[str]:
     return None
 
 
+def _locked(method: F) -> F:
+    """Run ``method`` under the index's lock (one writer, and no reader mid-write)."""
+
+    @functools.wraps(method)
+    def run(self: ShapeIndex, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return run  # type: ignore[return-value]
+
+
 class ShapeIndex:
-    """A persistent shape index in ``workdir`` (hnswlib graph + SQLite records, by docarray).
+    """A persistent shape index in ``workdir`` (``shapes.db`` + ``hnsw.bin``).
 
     ``dim``: the embedding size; None reads it from the index on disk, or takes it from the first
-    upsert. A ``dim`` that differs from the index on disk is an error.
+    upsert. A ``dim`` that differs from the index on disk is an error. ``save_every_s``: a write
+    saves the graph file when the last save is older than this (0: every write).
     """
 
-    def __init__(
-        self, workdir: str | Path, dim: Optional[int] = None, params: HnswParams = HnswParams()
-    ) -> None:
+    def __init__(self, workdir: str | Path, dim: Optional[int] = None,
+                 params: HnswParams = HnswParams(), save_every_s: float = 60.0) -> None:
         self.workdir = Path(workdir)
-        self.params = params
+        self.params, self.save_every_s = params, save_every_s
         on_disk = stored_dim(self.workdir)
         if dim is not None and on_disk is not None and dim != on_disk:
             raise ValueError(f"the index in {self.workdir} holds {on_disk}-d embeddings, not {dim}-d")
+        self._lock = threading.RLock()
+        self.store = RowStore(self.workdir)
+        migrate_docarray(self.workdir, self.store)
         self.dim: Optional[int] = dim or on_disk
-        self.store: Optional[HnswStore] = None  # opened once the dimension is known
-        self._table: Optional[_Table] = None
-        self._count: Optional[int] = None  # SQLite's COUNT(*) scans the table: cached until a write
-        # key -> (id, uri, label) of every record, read from SQLite at the first search and kept in
-        # step by upsert and delete: a query then touches no SQLite (~100 bytes + the strings per
-        # shape, ~0.3 GB at a million); SQLite is ~2x the rest of our per-query cost
+        if self.dim is not None and "dim" not in self.store.meta:
+            self.store.set_meta(dim=self.dim)
+        self._graph: Any = None  # hnswlib.Index once the dimension is known
+        self._table: Optional[ExactTable] = None
+        self._count = self.store.count()  # then kept by writes: SQLite's COUNT(*) is a scan
+        # key -> (id, uri, label) of every shape, read at the first approximate search and kept in
+        # step by writes: a query then touches no SQLite
         self._hits: Optional[dict[int, tuple[str, str, str]]] = None
+        self._saved_at = time.monotonic()
+        self.saves = 0  # graph files written by this object
         if self.dim is not None:
-            self._open()
+            self._open_graph()
 
-    def _open(self) -> None:
-        assert self.dim is not None
-        self._schema = _record_schema(self.dim, self.params.M, self.params.ef_construction)
-        self.store = HnswStore(self.workdir, self._schema, self.params.ef, self.params.threads)
-        self._table, self._count, self._hits = None, None, None
+    # -- the graph ------------------------------------------------------------------------
+    def _open_graph(self) -> None:
+        """Load the saved graph and replay the writes it lacks, or rebuild it from the rows."""
+        self._graph, rebuilt = open_graph(self.workdir, self.dim, self.params, self.store,
+                                          self._count)
+        if rebuilt and self._count:
+            self.save()  # so the next open loads it
 
-    @property
-    def _graph(self) -> Any:
-        """The hnswlib graph (None before the dimension is known)."""
-        return None if self.store is None else self.store.graph
+    @_locked
+    def save(self) -> bool:
+        """Write the graph file (atomically) if it lacks a write; returns whether it did."""
+        if self._graph is None or self.store.meta.get("graph_seq") == self.store.seq:
+            return False
+        seq = self.store.seq
+        save_graph(self._graph, self.workdir / GRAPH_FILE)
+        self.store.mark_saved(seq)  # after the file is in place: it holds every write to seq
+        self._saved_at = time.monotonic()
+        self.saves += 1
+        return True
 
-    @property
-    def _db(self) -> Any:
-        """The SQLite connection (None before the dimension is known)."""
-        return None if self.store is None else self.store.db
+    def _after_write(self) -> None:
+        if time.monotonic() - self._saved_at >= self.save_every_s:
+            self.save()
 
+    def _reload(self) -> None:
+        """Rebuild the in-memory state from disk (after a failure between SQLite and memory)."""
+        self._table, self._hits, self._count = None, None, self.store.count()
+        self._open_graph()
+
+    @_locked
     def close(self) -> None:
-        """Close the SQLite connection (the index is not usable afterwards)."""
-        if self.store is not None:
+        """Save the graph if needed and close SQLite (the index is not usable afterwards)."""
+        if self.store.db is not None:
+            self.save()
             self.store.close()
+            self.store.db = None
+
+    # -- the model ------------------------------------------------------------------------
+    @property
+    def model(self) -> Optional[str]:
+        """The fingerprint of the encoder whose vectors the index holds (None: unknown)."""
+        return self.store.meta.get("model")
+
+    @_locked
+    def set_model(self, fingerprint: Optional[str]) -> None:
+        self.store.set_meta(model=fingerprint)
 
     # -- writes ---------------------------------------------------------------------------
+    @_locked
     def upsert(
         self,
         ids: Sequence[str],
@@ -166,67 +214,95 @@ class ShapeIndex:
         uris: Sequence[Optional[str]],
         labels: Sequence[Optional[str]],
         splits: Sequence[Optional[str]] | None = None,
+        points: Sequence[Optional[np.ndarray]] | None = None,
     ) -> int:
-        """Store shapes by id; an id already present is replaced, never duplicated.
+        """Store shapes by id; an id already present is replaced (points too), never duplicated.
 
-        Within one call the last row of a repeated id wins. Each call rewrites the graph file
-        (docarray saves it after every write), so large loads should come in large batches.
-        The first upsert into an index without a dimension fixes it.
+        Within one call the last row of a repeated id wins. ``points``: an (N, 3) cloud or None
+        per row, kept as float16. Committed to SQLite before returning. The first upsert into an
+        index without a dimension fixes it. Returns how many ids were stored.
         """
         embeddings = self._check(embeddings, "embeddings")
         splits = splits if splits is not None else [None] * len(ids)
-        if not len(ids) == len(embeddings) == len(uris) == len(labels) == len(splits):
-            raise ValueError("ids, embeddings, uris, labels and splits differ in length")
-        if self.store is None:
-            if not len(ids):
-                return 0
+        points = points if points is not None else [None] * len(ids)
+        if not len(ids) == len(embeddings) == len(uris) == len(labels) == len(splits) \
+                == len(points):
+            raise ValueError("ids, embeddings, uris, labels, splits and points differ in length")
+        rows = sorted({doc_id: row for row, doc_id in enumerate(ids)}.values())  # last one wins
+        if not rows:
+            return 0
+        clouds = [encode_points(points[r]) for r in rows]
+        if self.dim is None:
             self.dim = embeddings.shape[1]
-            self._open()
-        last = {doc_id: row for row, doc_id in enumerate(ids)}  # hnswlib's threads must not
-        rows = sorted(last.values())  # see one label twice in a batch
-        records = DocList[self._schema](
-            self._schema(id=ids[r], uri=uris[r] or "", label=labels[r] or "",
-                         split=splits[r] or "", embedding=embeddings[r])
-            for r in rows
-        )
-        if len(records):
-            self.store.upsert(records)
-            self._table, self._count = None, None
+            self._open_graph()
+        ids = [ids[r] for r in rows]
+        uris = [uris[r] or "" for r in rows]
+        labels = [sys.intern(labels[r] or "") for r in rows]
+        vectors = embeddings[rows]
+        stored = self.store.upsert(
+            [(i, u, lab, splits[r] or "", v.astype("<f4").tobytes(), *c)
+             for i, u, lab, r, v, c in zip(ids, uris, labels, rows, vectors, clouds, strict=True)],
+            self.dim)
+        try:
+            keys = np.array([k for k, _ in stored], np.int64)
+            new = np.array([is_new for _, is_new in stored], bool)
+            add(self._graph, keys, vectors, new)
+            self._count += int(new.sum())
             if self._hits is not None:
-                self._hits.update((key(d.id), (d.id, d.uri, sys.intern(d.label))) for d in records)
-        return len(records)
+                self._hits.update(zip(keys.tolist(), zip(ids, uris, labels, strict=True),
+                                      strict=True))
+            if self._table is not None:
+                self._table.put(ids, uris, labels, unit_rows(vectors))
+        except BaseException:
+            self._reload()
+            raise
+        self._after_write()
+        return len(rows)
 
+    @_locked
     def delete(self, ids: Sequence[str]) -> int:
         """Remove shapes by id; unknown ids are ignored. Returns how many were removed."""
-        present = [i for i in dict.fromkeys(ids) if i in self]
-        if present:
-            self.store.delete(present)
-            self._table, self._count = None, None
-            if self._hits is not None:
-                for i in present:
-                    self._hits.pop(key(i), None)
-        return len(present)
+        if self._graph is None:
+            return 0
+        gone = self.store.delete(ids)
+        hide(self._graph, list(gone.values()))
+        self._count -= len(gone)
+        if self._hits is not None:
+            for key in gone.values():
+                self._hits.pop(key, None)
+        if self._table is not None:
+            self._table.remove(list(gone))
+        if gone:
+            self._after_write()
+        return len(gone)
 
+    @_locked
     def clear(self) -> int:
-        """Remove every shape; returns how many there were. The dimension stays."""
-        count = self.count()
-        if self.store is not None:
-            self.store.close()
-            shutil.rmtree(self.workdir)
-            self._open()
+        """Remove every shape and forget the model; returns how many there were. The dimension
+        stays."""
+        count = self._count
+        self.store.clear()
+        (self.workdir / GRAPH_FILE).unlink(missing_ok=True)
+        shutil.rmtree(self.workdir / OLD_DIR, ignore_errors=True)  # a migrated docarray index
+        fsync_dir(self.workdir)
+        self._count, self._hits, self._table = 0, {}, None
+        if self.dim is not None:
+            self._open_graph()
         return count
 
     # -- reads ----------------------------------------------------------------------------
     def count(self) -> int:
-        if self.store is None:
-            return 0
-        if self._count is None:
-            self._count = self.store.count()
         return self._count
 
+    @_locked
     def __contains__(self, doc_id: str) -> bool:
-        return self.store is not None and doc_id in self.store
+        return doc_id in self.store
 
+    def records(self, batch_size: int = 1000) -> Iterator[list[Record]]:
+        """Every shape as lists of (id, uri, label, split, points or None), in key order."""
+        return self.store.records(batch_size)
+
+    @_locked
     def search(
         self,
         queries: np.ndarray,
@@ -245,28 +321,30 @@ class ShapeIndex:
         if count == 0 or len(queries) == 0:
             return [[] for _ in queries]
         if label is not None:
-            return self._search_label(queries, limit, label)
+            ids, uris, labels, vectors = self._exact_table().view()
+            rows = np.flatnonzero(labels == label)
+            return self._rank(queries, limit, [ids[r] for r in rows], [uris[r] for r in rows],
+                              labels[rows], vectors[rows])
         if exact:
-            return self._rank_table(queries, limit)
+            return self._rank(queries, limit, *self._exact_table().view())
         try:
-            keys, distances = self.store.knn(queries, k=min(limit, count))
+            keys, distances = self._graph.knn_query(queries, k=min(limit, count))
         except RuntimeError:  # deleted marks left hnswlib short of k reachable results
-            return self._rank_table(queries, limit)
-        key_rows = keys.tolist()
-        records = self._records(list({k for row in key_rows for k in row}))
+            return self._rank(queries, limit, *self._exact_table().view())
+        hits = self._hit_dict()
         scores = (1.0 - distances.astype(np.float64)).tolist()
-        # a key without a record: a graph entry whose record never reached SQLite
-        return [[Hit(*records[k], score) for k, score in zip(row_keys, row_scores, strict=True)
-                 if k in records]
-                for row_keys, row_scores in zip(key_rows, scores, strict=True)]
+        return [[Hit(*hits[k], score) for k, score in zip(row_keys, row_scores, strict=True)
+                 if k in hits]
+                for row_keys, row_scores in zip(keys.tolist(), scores, strict=True)]
 
+    @_locked
     def exact_scores(self, queries: np.ndarray) -> tuple[np.ndarray, list[str], list[str]]:
         """Cosine similarity of every query to every stored shape: (scores (Q, n), ids, labels)."""
         queries = self._check(queries, "queries")
-        if self.store is None:
+        if self.dim is None:
             return np.zeros((len(queries), 0), np.float32), [], []
-        table = self._exact_table()
-        return unit_rows(queries) @ table.vectors.T, table.ids, table.labels.tolist()
+        ids, _, labels, vectors = self._exact_table().view()
+        return unit_rows(queries) @ vectors.T, list(ids), labels.tolist()
 
     def relevance(self, queries: np.ndarray, labels: Sequence[str]) -> np.ndarray:
         """(Q, n) uint8: for each query, whether each stored shape has the query's label, in the
@@ -284,16 +362,22 @@ class ShapeIndex:
             raise ValueError(f"{name} hold NaN or inf")
         return x
 
-    def _records(self, keys: list[int]) -> dict[int, tuple[str, str, str]]:
-        """(id, uri, label) by SQLite key, from the in-memory copy of the hits table."""
+    def _hit_dict(self) -> dict[int, tuple[str, str, str]]:
+        """(id, uri, label) by key (~100 bytes + the strings per shape), read once."""
         if self._hits is None:
-            self._hits = {k: (doc_id, uri or "", sys.intern(label or ""))
+            self._hits = {k: (doc_id, uri, sys.intern(label))
                           for k, doc_id, uri, label in self.store.hit_rows()}
-        hits = self._hits
-        return {k: hits[k] for k in keys if k in hits}
+        return self._hits
 
+    def _exact_table(self) -> ExactTable:
+        """The table of every stored shape, read from SQLite once, then kept by writes."""
+        if self._table is None:
+            ids, uris, labels, vectors = self.store.table_rows(self.dim)
+            self._table = ExactTable(ids, uris, labels, unit_rows(vectors))
+        return self._table
+
+    @staticmethod
     def _rank(
-        self,
         queries: np.ndarray,
         limit: int,
         ids: list[str],
@@ -304,6 +388,8 @@ class ShapeIndex:
         """Exact top-``limit`` over the given rows, best first (ties: row order)."""
         scores = unit_rows(queries) @ vectors.T
         k = min(limit, scores.shape[1])
+        if k == 0:
+            return [[] for _ in queries]
         if k < scores.shape[1]:
             part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
         else:
@@ -314,32 +400,3 @@ class ShapeIndex:
             top = cand[np.argsort(-row[cand], kind="stable")]
             hits.append([Hit(ids[j], uris[j], str(labels[j]), float(row[j])) for j in top])
         return hits
-
-    def _rank_table(self, queries: np.ndarray, limit: int) -> list[list[Hit]]:
-        t = self._exact_table()
-        return self._rank(queries, limit, t.ids, t.uris, t.labels, t.vectors)
-
-    def _search_label(self, queries: np.ndarray, limit: int, label: str) -> list[list[Hit]]:
-        if self._table is not None:
-            t = self._table
-            rows = np.flatnonzero(t.labels == label)
-            return self._rank(queries, limit, [t.ids[r] for r in rows],
-                              [t.uris[r] for r in rows], t.labels[rows], t.vectors[rows])
-        rows = self.store.hit_rows(label)
-        if not rows:
-            return [[] for _ in queries]
-        return self._rank(queries, limit, [r[1] for r in rows],
-                          [r[2] or "" for r in rows], np.full(len(rows), label, dtype=object),
-                          self.store.vectors((r[0] for r in rows), self.dim))
-
-    def _exact_table(self) -> _Table:
-        """Every stored record, ordered by SQLite key, with unit-norm embeddings."""
-        if self._table is None:
-            rows = self.store.hit_rows()
-            self._table = _Table(
-                ids=[r[1] for r in rows],
-                uris=[r[2] or "" for r in rows],
-                labels=np.array([r[3] or "" for r in rows], dtype=object),
-                vectors=self.store.vectors((r[0] for r in rows), self.dim),
-            )
-        return self._table

@@ -22,7 +22,7 @@ from executors.indexer import owner
 from executors.merger import join_by_id, shard_figures, split_figures, top_matches
 from meshsearch.client import FLOWS_DIR, MeshsearchClient, docs_from_records, local_flow
 from meshsearch.dataset import scan
-from meshsearch.index import HITS, HnswParams, ShapeIndex
+from meshsearch.index import DB_FILE, GRAPH_FILE, HITS, HnswParams, ShapeIndex
 from meshsearch.schema import DocList, Match, ShapeDoc
 from meshsearch.synth import generate
 
@@ -106,7 +106,7 @@ def shard_dir(workspace: Path, shard: int) -> Path:
 
 def shard_ids(workspace: Path, shard: int) -> list[str]:
     """The ids one shard stores, read from its SQLite file (read-only, beside the running Flow)."""
-    db = sqlite3.connect(f"file:{shard_dir(workspace, shard) / 'docs_sqlite.db'}?mode=ro", uri=True)
+    db = sqlite3.connect(f"file:{shard_dir(workspace, shard) / DB_FILE}?mode=ro", uri=True)
     try:
         return sorted(r[0] for r in db.execute(f"SELECT id FROM {HITS}"))
     finally:
@@ -126,7 +126,7 @@ def stray(records, workspace):
     wrong = 1 - owner(doc_id, SHARDS)
     index = ShapeIndex(shard_dir(workspace, wrong), 512)
     index.upsert([doc_id], np.ones((1, 512), np.float32), ["/stale.off"], ["stale"])
-    index._db.close()
+    index.close()
     return doc_id, wrong
 
 
@@ -273,10 +273,11 @@ def test_delete_and_clear_report_totals(sharded, records, workspace):
 
 
 def test_graph_saves_replace_the_file(tmp_path):
-    """Every save (docarray's after an upsert, ours after a delete) writes a new file and renames
-    it over the old one: a reader of the old file keeps seeing it whole, no temporary file stays."""
-    index = ShapeIndex(tmp_path / "ix", 8, HnswParams(M=8, ef_construction=50))
-    graph = tmp_path / "ix" / "embedding.bin"
+    """Every save (here after each write: save_every_s=0) writes a new file and renames it over
+    the old one: a reader of the old file keeps seeing it whole, no temporary file stays."""
+    index = ShapeIndex(tmp_path / "ix", 8, HnswParams(M=8, ef_construction=50), save_every_s=0)
+    index.save()  # the empty graph
+    graph = tmp_path / "ix" / GRAPH_FILE
     x = np.random.default_rng(0).standard_normal((20, 8)).astype(np.float32)
     writes = [
         lambda: index.upsert([f"s{i}" for i in range(20)], x, [""] * 20, ["c"] * 20),
@@ -303,14 +304,14 @@ WRITER = textwrap.dedent("""
 
     workdir, dim, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     params = HnswParams(M=4, ef_construction=16, threads=1)
-    index = ShapeIndex(workdir, dim, params)
+    index = ShapeIndex(workdir, dim, params, save_every_s=0)  # every write saves the graph
     rng = np.random.default_rng(0)
     if index.count() == 0:
         index.upsert([f"a{i}" for i in range(n)], rng.standard_normal((n, dim)), [""] * n, ["a"] * n)
         print("base", flush=True)
         sys.exit(0)
     i = 0
-    while True:  # each upsert saves the whole graph again
+    while True:  # each upsert saves the whole graph again (save_every_s=0)
         index.upsert([f"b{i}"], rng.standard_normal((1, dim)), [""], ["b"])
         print(f"b{i}", flush=True)
         i += 1
@@ -319,7 +320,7 @@ WRITER = textwrap.dedent("""
 
 def saving(workdir: Path) -> bool:
     """A save is under way: its temporary file exists and has bytes in it."""
-    for tmp in workdir.glob(".embedding.bin.*.tmp"):
+    for tmp in workdir.glob(f".{GRAPH_FILE}.*.tmp"):
         try:
             if tmp.stat().st_size > 0:
                 return True
@@ -358,13 +359,13 @@ def test_kill_during_a_graph_save_leaves_the_old_graph(tmp_path):
             time.sleep(0.0005)
         os.kill(proc.pid, signal.SIGKILL)
         acknowledged.update(proc.communicate()[0].split())
-        if list(workdir.glob(".embedding.bin.*.tmp")):
+        if list(workdir.glob(f".{GRAPH_FILE}.*.tmp")):
             break  # killed mid-save: its temporary file is still there
         print("the kill missed the save; again")
     else:
         pytest.skip("no kill landed during a save in 5 tries")
     index = ShapeIndex(workdir, dim, HnswParams(M=4, ef_construction=16, threads=1))
-    assert list(workdir.glob(".embedding.bin.*.tmp")) == []  # the torn temporary file is gone
+    assert list(workdir.glob(f".{GRAPH_FILE}.*.tmp")) == []  # the torn temporary file is gone
     assert index.count() >= n + len(acknowledged)  # nothing acknowledged was lost
     for doc_id in ["a0", f"a{n - 1}", *acknowledged]:
         assert doc_id in index

@@ -1,10 +1,11 @@
 """ShapeIndex: upsert/delete/clear semantics, persistence, filters, exact vs HNSW, validation."""
 
+import sqlite3
+
 import numpy as np
 import pytest
-from docarray.index import HnswDocumentIndex
 
-from meshsearch.index import HnswParams, ShapeIndex
+from meshsearch.index import DB_FILE, HITS, HnswParams, ShapeIndex
 
 DIM = 16
 
@@ -90,12 +91,17 @@ def test_persistence_across_reopen(tmp_path):
     assert [ids_of(h) for h in again.search(x[1:4], 10)] == [ids_of(h) for h in expected]
 
 
-def test_stays_readable_by_docarray(index):
-    fill(index, 5)
-    docs = HnswDocumentIndex[index._schema](work_dir=str(index.workdir))
-    assert docs.num_docs() == 5
-    doc = docs["s2"]
-    assert (doc.uri, doc.label, doc.split) == ("/d/s2.off", "c2", "train")
+def test_rows_on_disk(index):
+    """One SQLite row per id (key, uri, label, split, float32 embedding), readable by sqlite3."""
+    x = fill(index, 5)
+    db = sqlite3.connect(index.workdir / DB_FILE)
+    rows = db.execute(f"SELECT id, key, uri, label, split, embedding FROM {HITS} ORDER BY key")
+    rows = rows.fetchall()
+    db.close()
+    assert [r[0] for r in rows] == [f"s{i}" for i in range(5)]
+    assert len({r[1] for r in rows}) == 5
+    assert rows[2][2:5] == ("/d/s2.off", "c2", "train")
+    np.testing.assert_array_equal(np.frombuffer(rows[2][5], "<f4"), x[2])
 
 
 def test_label_filter(index):
