@@ -25,6 +25,7 @@ RUN pip install --no-cache-dir --upgrade pip \
 COPY pyproject.toml README.md ./
 COPY meshsearch ./meshsearch
 COPY executors ./executors
+COPY flows ./flows
 RUN pip install --no-cache-dir .
 
 FROM ${PYTHON_IMAGE}
@@ -34,8 +35,9 @@ RUN useradd --create-home --uid ${UID} meshsearch \
     && chown meshsearch:meshsearch /workspace
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
-COPY flows ./flows
-RUN ln -s flows/executor.yml config.yml
+# The installed package carries the Flows (package data); the executor config for Kubernetes pods
+# is linked from there.
+RUN /opt/venv/bin/python -c "import flows, os; os.symlink(os.path.join(os.path.dirname(flows.__file__), 'executor.yml'), 'config.yml')"
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     JINA_OPTOUT_TELEMETRY=1 \
@@ -48,4 +50,4 @@ VOLUME ["/workspace"]
 EXPOSE 54321
 HEALTHCHECK --interval=30s --timeout=20s --start-period=120s --retries=3 \
     CMD ["python", "-c", "import os, sys; from jina import Client; sys.exit(not Client(host='grpc://127.0.0.1:' + os.environ['MESHSEARCH_PORT']).is_flow_ready())"]
-CMD ["jina", "flow", "--uses", "flows/meshsearch.yml"]
+CMD ["meshsearch", "serve", "meshsearch.yml", "--workspace", "/workspace"]

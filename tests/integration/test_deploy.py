@@ -118,9 +118,15 @@ def test_dockerignore_sends_only_what_the_image_copies():
     assert ".venv" not in allowed
 
 
-def test_image_serves_the_all_in_one_flow():
+def test_image_serves_the_all_in_one_flow_from_its_installed_package():
     cmd = json.loads(args_of("CMD")[-1])
-    assert cmd == ["jina", "flow", "--uses", "flows/meshsearch.yml"]
+    assert cmd[:3] == ["meshsearch", "serve", "meshsearch.yml"]  # a Flow the package ships
+    final = DOCKERFILE.read_text().split("\nFROM ")[-1]
+    assert "COPY flows" not in final and "COPY --from=build /opt/venv" in final, \
+        "the final image takes its Flows from the installed package, not from a source folder"
+    assert "import flows" in final and "executor.yml" in final  # config.yml links into the package
+    project = (ROOT / "pyproject.toml").read_text()
+    assert '"flows*"' in project and 'flows = ["*.yml"]' in project
 
 
 def test_image_flow_listens_beyond_the_container():
@@ -166,13 +172,6 @@ def test_k8s_flow_is_the_all_in_one_in_containers():
 
 
 # -- Kubernetes --------------------------------------------------------------------------------
-def statefulset_fix() -> str:
-    """The Python snippet docs/deploy.md tells users to run on exported manifests."""
-    text = (ROOT / "docs" / "deploy.md").read_text()
-    section = text[text.index("### Fix the exported StatefulSets"):]
-    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
-
-
 @pytest.fixture(scope="module")
 def manifests(tmp_path_factory) -> list[dict]:
     out = tmp_path_factory.mktemp("k8s")
@@ -184,11 +183,12 @@ def manifests(tmp_path_factory) -> list[dict]:
         env=env, capture_output=True, text=True, timeout=180,
     )
     assert export.returncode == 0, export.stderr[-3000:]
-    fix = subprocess.run([sys.executable, "-c", statefulset_fix(), str(out)],
+    assert "python -m meshsearch.k8s k8s/" in (ROOT / "docs" / "deploy.md").read_text()
+    fix = subprocess.run([sys.executable, "-m", "meshsearch.k8s", str(out)], cwd=ROOT,
                          capture_output=True, text=True, timeout=60)
     assert fix.returncode == 0, fix.stderr
     docs = [d for path in sorted(out.rglob("*.yml")) for d in yaml.safe_load_all(path.read_text()) if d]
-    assert {p.parent.name for p in out.rglob("*.yml")} == {
+    assert {p.parent.name for p in out.rglob("*/*.yml")} == {
         "gateway", *(e["name"] for e in yaml.safe_load((FLOWS / "k8s.yml").read_text())["executors"])}
     return docs
 
@@ -212,13 +212,35 @@ def test_every_pod_runs_our_image(manifests):
 
 def test_index_and_jobs_live_on_persistent_volumes(manifests):
     work = workloads(manifests)
+    assert work["indexer"]["kind"] == "StatefulSet" and work["indexer"]["spec"]["volumeClaimTemplates"]
     for name in ("indexer", "finetuner"):
-        assert work[name]["kind"] == "StatefulSet"
         (container,) = work[name]["spec"]["template"]["spec"]["containers"]
-        assert [m["mountPath"] for m in container["volumeMounts"]] == ["/workspace"]
-        assert work[name]["spec"]["volumeClaimTemplates"]
+        assert "/workspace/Finetuner" in [m["mountPath"] for m in container["volumeMounts"]]
         assert "--workspace" in container["args"]
     assert work["encoder"]["spec"]["replicas"] == 2
+
+
+def test_encoder_replicas_and_the_finetuner_share_one_claim(manifests):
+    """Pods that do not share a disk agree through one ReadWriteMany claim: a checkpoint path a
+    job reports opens in every encoder replica, and /reload reaches them all (serving record)."""
+    (claim,) = [d for d in manifests if d["kind"] == "PersistentVolumeClaim"]
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    mounts = {}
+    for name, workload in workloads(manifests).items():
+        pod = workload["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        claims = {v["name"]: v.get("persistentVolumeClaim", {}).get("claimName")
+                  for v in pod.get("volumes", [])}
+        mounts[name] = {m["mountPath"] for m in container.get("volumeMounts", [])
+                        if claims.get(m["name"]) == claim["metadata"]["name"]}
+    assert mounts["encoder"] == {"/workspace/ShapeEncoder", "/workspace/Finetuner"}
+    assert mounts["finetuner"] == {"/workspace/Finetuner"} == mounts["indexer"]
+    (encoder,) = work_containers(manifests, "encoder")
+    assert "--workspace" in encoder["args"]
+
+
+def work_containers(manifests: list[dict], name: str) -> list[dict]:
+    return workloads(manifests)[name]["spec"]["template"]["spec"]["containers"]
 
 
 def test_each_pod_is_told_which_executor_to_be(manifests):
