@@ -28,6 +28,7 @@ class ShapeDoc(BaseDoc):
     split: Optional[str] = None
     points: Optional[NdArray] = None  # (N, 3) float32, centred, unit sphere
     embedding: Optional[NdArray] = None  # (E,) float32
+    model: Optional[str] = None  # the fingerprint of the encoder that made ``embedding``
     error: Optional[str] = None
     # Bare ``DocList[Match]`` with a None default, not ``Optional[DocList[Match]]``: pydantic 1
     # still accepts None here, and jina's HTTP gateway needs the bare annotation. The executors
