@@ -19,16 +19,23 @@ MAX_LIMIT = 10_000  # the most results (``limit``, ``ks``) one query may ask for
 # Every endpoint of the Flows and the request parameters it takes. Jina sends a request's parameters
 # to every executor on the way, so each executor checks the whole set against this one table.
 ENDPOINT_PARAMETERS: dict[str, frozenset[str]] = {
-    "/index": frozenset(),
-    "/search": frozenset({"limit", "label", "exact"}),
-    "/evaluate": frozenset({"ks"}),
-    "/encode": frozenset(),
+    # ``collection``: a temporary collection instead of the catalogue; ``checkpoint``: embed this
+    # request with that model, leaving the serving one alone (evaluation)
+    "/index": frozenset({"collection", "checkpoint"}),
+    "/search": frozenset({"limit", "label", "exact", "collection", "checkpoint"}),
+    "/evaluate": frozenset({"ks", "collection", "checkpoint"}),
+    "/encode": frozenset({"checkpoint"}),
     "/load": frozenset(),
     "/count": frozenset(),
     "/delete": frozenset(),
     "/clear": frozenset(),
+    "/drop": frozenset({"collection"}),
+    "/save": frozenset(),
+    "/timings": frozenset(),
     "/info": frozenset(),
     "/reload": frozenset({"checkpoint"}),
+    "/reindex": frozenset({"checkpoint", "fingerprint"}),
+    "/reindex/status": frozenset({"job_id"}),
     "/finetune/data": frozenset({"reset"}),
     "/finetune/data/count": frozenset(),
     "/finetune/status": frozenset({"job_id"}),

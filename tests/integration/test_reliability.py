@@ -187,7 +187,7 @@ def test_bad_documents_fail_alone(ms, client, served):
 
 
 BAD_REQUESTS = [  # (endpoint, parameters, documents?, expected error)
-    ("/search", {"limt": 5}, True, r"/search: unknown parameter 'limt'; /search takes exact, label, limit"),
+    ("/search", {"limt": 5}, True, r"/search: unknown parameter 'limt'; /search takes checkpoint, collection, exact, label, limit"),
     ("/search", {"limit": 0}, True, r"'limit' must be an integer in \[1, 10000\], got 0$"),
     ("/search", {"limit": -1}, True, r"'limit' must be an integer in \[1, 10000\], got -1$"),
     ("/search", {"limit": 10**9}, True, r"'limit' must be an integer in \[1, 10000\], got 1000000000$"),
@@ -197,7 +197,7 @@ BAD_REQUESTS = [  # (endpoint, parameters, documents?, expected error)
     ("/search", {"exact": "yes"}, True, r"'exact' must be true or false"),
     ("/search", {"label": 3}, True, r"'label' must be text"),
     ("/search", {}, False, r"/search: the request holds no documents"),
-    ("/index", {"limit": 5}, True, r"/index: unknown parameter 'limit'; /index takes no parameters"),
+    ("/index", {"limit": 5}, True, r"/index: unknown parameter 'limit'; /index takes checkpoint, collection"),
     ("/index", {}, False, r"/index: the request holds no documents"),
     ("/evaluate", {"ks": [0, 5]}, True, r"'ks' must be an integer in \[1, 10000\], got 0"),
     ("/evaluate", {"ks": 5}, True, r"'ks' must be a list of cut-offs"),
