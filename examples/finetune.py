@@ -1,6 +1,6 @@
 """Send labelled shapes to the finetuner, start a job and poll its status until it ends.
 
-    python examples/finetune.py /data/shapes --epochs 5 --host grpc://127.0.0.1:54322
+    python examples/finetune.py /data/shapes --epochs 5 [--reset] --host grpc://127.0.0.1:54322
 
 Against flows/finetune.yml (or the all-in-one). Shapes under <class>/train/ train, under
 <class>/test/ evaluate. The job runs in the Flow's background; this script only polls.
@@ -29,22 +29,26 @@ def main() -> None:
     parser.add_argument("folder", type=Path)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--host", default="grpc://127.0.0.1:54322")
+    parser.add_argument("--recipe", default="small-data")
+    parser.add_argument("--reset", action="store_true", help="forget the shapes stored before")
     args = parser.parse_args()
 
     docs = DocList[ShapeDoc](
         ShapeDoc(id=r.path, uri=r.path, label=r.label, split=r.split) for r in scan(args.folder)
     )
     client = Client(host=args.host)
-    client.post("/finetune/data", inputs=docs[:1], parameters={"reset": True})  # start afresh
-    client.post("/finetune/data", inputs=docs[1:], request_size=16)
+    if args.reset:  # only when asked: stored shapes are the user's data
+        client.post("/finetune/data", inputs=docs[:1], parameters={"reset": True})
+        docs = docs[1:]
+    client.post("/finetune/data", inputs=docs, request_size=16)  # an id sent again replaces
     print("stored:", answer(client, "/finetune/data/count"))
 
-    job = answer(client, "/finetune", epochs=args.epochs, backbone="pointconv")
+    job = answer(client, "/finetune", recipe=args.recipe, epochs=args.epochs)
     print("started job", job["job_id"])
     while True:
         status = answer(client, "/finetune/status", job_id=job["job_id"])
         print(status["state"], status.get("progress") or "")
-        if status["state"] not in ("queued", "running"):
+        if status["state"] not in ("queued", "running", "resumed", "interrupted"):
             break
         time.sleep(5)
     print("checkpoint:", status.get("checkpoint"), "error:", status.get("error"))

@@ -50,19 +50,13 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     print(json.dumps(summary, indent=2))
 
 
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def cmd_serve(args: argparse.Namespace) -> None:
     """Serve until Ctrl-C or SIGTERM (what systemd, supervisors, ``kill`` and CI runners send):
     either one closes the Flow, which stops every executor and the gateway before exiting."""
-    import signal
     import threading
 
     from meshsearch.client import local_flow
 
-    signal.signal(signal.SIGTERM, _interrupt)
     try:
         with local_flow(args.workspace, flow=args.flow, port=args.port) as host:
             print(f"serving {args.flow} on {host}; Ctrl-C or SIGTERM stops it", flush=True)
@@ -94,15 +88,17 @@ def cmd_search(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
+    """Rank the queries against the gallery in a temporary collection, with ``--checkpoint``'s
+    model for this evaluation alone: the catalogue and the serving model stay as they are."""
     from meshsearch.metrics import format_table
 
     with ExitStack() as stack:
         client = _flow_client(args, stack)
-        if args.checkpoint:
-            client.reload(args.checkpoint)
-        client.clear()
-        client.index(_docs_from(args.index))
-        result = client.evaluate(_docs_from(args.queries))
+        result = client.evaluate_sets(_docs_from(args.index), _docs_from(args.queries),
+                                      checkpoint=args.checkpoint)
+    for failure in result["failed"][:10]:
+        print(f"error: {failure['error']}", file=sys.stderr)
+    print(f"{result['queries']} queries ranked against {result['gallery']} shapes")
     print(format_table({"model": result["metrics"]}, keys=tuple(result["metrics"])))
     if args.json:
         Path(args.json).write_text(json.dumps(result["metrics"], indent=2))
@@ -123,7 +119,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     with ExitStack() as stack:
         client = _flow_client(args, stack)
         if args.data:
-            client.send_training_data(_docs_from(args.data), reset=True)
+            client.send_training_data(_docs_from(args.data), reset=args.reset)
         job_id = client.finetune(**config)
         print(f"started finetuning job {job_id}")
         if args.watch or not args.host:
@@ -132,6 +128,26 @@ def cmd_finetune(args: argparse.Namespace) -> None:
             if status.get("checkpoint") and status["state"] != "failed":
                 client.reload(status["checkpoint"])
                 print("the encoder now serves the finetuned weights")
+                _catalogue_after_reload(client, args.reindex)
+
+
+def _catalogue_after_reload(client, reindex: bool) -> None:
+    """Say that the catalogue holds the old model's vectors, or re-embed it (``--reindex``)."""
+    stale = client.catalogue_stale()
+    if stale and reindex:
+        status = client.reindex()
+        print(f"re-embedded the catalogue: {status['state']}, "
+              f"{(status.get('summary') or {}).get('reembedded', 0)} shapes")
+    elif stale:
+        print(f"note: {stale}", file=sys.stderr)
+
+
+def cmd_reindex(args: argparse.Namespace) -> None:
+    with ExitStack() as stack:
+        client = _flow_client(args, stack)
+        status = client.reindex(wait=not args.no_wait)
+    print(json.dumps({k: status.get(k) for k in ("job_id", "state", "summary", "error")},
+                     default=str))
 
 
 def _labelled(path: Path, keep) -> tuple:
@@ -244,8 +260,9 @@ def _add_prepare(sub) -> None:
 
 
 def _add_serve(sub) -> None:
-    p = sub.add_parser("serve", help="serve a Flow until Ctrl-C")
-    p.add_argument("flow", nargs="?", default=None)
+    p = sub.add_parser("serve", help="serve a Flow until Ctrl-C or SIGTERM")
+    p.add_argument("flow", nargs="?", default=None,
+                   help="a Flow YAML, or the name of a shipped one (default: meshsearch.yml)")
     p.add_argument("--port", type=int, default=54321)
     p.add_argument("--workspace", default="workspace")
     p.set_defaults(func=cmd_serve)
@@ -271,7 +288,8 @@ def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="index one set, query with another, print metrics")
     p.add_argument("--index", required=True, help="train.bin (or a folder)")
     p.add_argument("--queries", required=True, help="test.bin (or a folder)")
-    p.add_argument("--checkpoint")
+    p.add_argument("--checkpoint", help="evaluate this model (default: the one the Flow serves); "
+                   "the serving model is not changed")
     p.add_argument("--json")
     _flow_args(p)
     p.set_defaults(func=cmd_evaluate)
@@ -280,9 +298,13 @@ def _add_evaluate(sub) -> None:
 def _add_finetune(sub, epilog: str | None) -> None:
     p = sub.add_parser("finetune", help="start a finetuning job (and follow it with --watch)",
                        epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", help="labelled shapes: a folder or a prepared dir's .bin")
+    p.add_argument("--data", help="labelled shapes: a folder or a prepared dir's .bin (added to "
+                   "what the finetuner holds; an id sent again replaces its shape)")
+    p.add_argument("--reset", action="store_true", help="forget the training shapes sent before")
     _training_args(p)
     p.add_argument("--watch", action="store_true")
+    p.add_argument("--reindex", action="store_true",
+                   help="after the job, re-embed the catalogue with the finetuned model")
     _flow_args(p)
     p.set_defaults(func=cmd_finetune)
 
@@ -298,6 +320,13 @@ def _add_pretrain(sub, epilog: str | None) -> None:
     _training_args(p)
     p.add_argument("--workdir")
     p.set_defaults(func=cmd_pretrain)
+
+
+def _add_reindex(sub) -> None:
+    p = sub.add_parser("reindex", help="re-embed the catalogue with the model the encoder serves")
+    p.add_argument("--no-wait", action="store_true", help="start the job and return")
+    _flow_args(p)
+    p.set_defaults(func=cmd_reindex)
 
 
 def _add_demo(sub) -> None:
@@ -341,7 +370,7 @@ def build_parser(full_help: bool = False) -> argparse.ArgumentParser:
         add(sub)
     _add_finetune(sub, epilog)
     _add_pretrain(sub, epilog)
-    for add in (_add_demo, _add_show, _add_report):
+    for add in (_add_reindex, _add_demo, _add_show, _add_report):
         add(sub)
     return parser
 
@@ -349,11 +378,24 @@ def build_parser(full_help: bool = False) -> argparse.ArgumentParser:
 def main(argv: Optional[list[str]] = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(full_help="-h" in argv or "--help" in argv).parse_args(argv)
-    if args.command == "serve" and args.flow is None:
-        from meshsearch.client import DEFAULT_FLOW
+    if args.command == "serve":
+        args.flow = _flow_file(args.flow)
+    try:
+        args.func(args)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the Flow has closed on the way out
+        sys.exit(130)
 
-        args.flow = str(DEFAULT_FLOW)
-    args.func(args)
+
+def _flow_file(flow: Optional[str]) -> str:
+    """A Flow YAML by path, or by the name of one the package ships (``search.yml``)."""
+    from meshsearch.client import DEFAULT_FLOW
+    from meshsearch.flowgen import FLOWS_DIR
+
+    if flow is None:
+        return str(DEFAULT_FLOW)
+    if not Path(flow).exists() and (FLOWS_DIR / Path(flow).name).exists():
+        return str(FLOWS_DIR / Path(flow).name)
+    return flow
 
 
 if __name__ == "__main__":

@@ -5,8 +5,11 @@ not import it.
 """
 
 import os
+import signal
 import socket
+import threading
 import time
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +19,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from meshsearch.dataset import ShapeRecord
+from meshsearch.flowgen import FLOWS_DIR
 from meshsearch.metrics import mean_metrics, per_class_ap
 from meshsearch.schema import DocList, ShapeDoc
 
@@ -25,7 +29,6 @@ from meshsearch.schema import DocList, ShapeDoc
 os.environ.setdefault("JINA_MP_START_METHOD", "spawn")
 os.environ.setdefault("JINA_OPTOUT_TELEMETRY", "1")
 
-FLOWS_DIR = Path(__file__).resolve().parents[1] / "flows"
 DEFAULT_FLOW = FLOWS_DIR / "meshsearch.yml"
 
 
@@ -42,7 +45,11 @@ def local_flow(
     flow: str | os.PathLike = DEFAULT_FLOW,
     port: Optional[int] = None,
 ) -> Iterator[str]:
-    """Start a Flow on 127.0.0.1 for the duration of the block; yields its ``grpc://`` address."""
+    """Start a Flow on 127.0.0.1 for the duration of the block; yields its ``grpc://`` address.
+
+    SIGTERM (what systemd, supervisors, ``kill`` and CI runners send) ends the block as Ctrl-C
+    does, so the Flow closes: every executor saves what it must (the index its graph, a running
+    finetuning job its checkpoint) and every process of the Flow exits."""
     from jina import Flow
 
     port = port or free_port()
@@ -50,8 +57,23 @@ def local_flow(
     os.environ["MESHSEARCH_WORKSPACE"] = str(Path(workspace).resolve())
     os.environ.setdefault("MESHSEARCH_HOST", "127.0.0.1")  # the gateway is private by default
     os.environ.setdefault("MESHSEARCH_DATA_ROOTS", "")  # os.pathsep-separated; empty: anywhere
-    with Flow.load_config(str(flow)):
-        yield f"grpc://127.0.0.1:{port}"
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if main else None
+    try:
+        with Flow.load_config(str(flow)):
+            yield f"grpc://127.0.0.1:{port}"
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _optional(**values: Any) -> dict[str, Any]:
+    """The request parameters that are set (jina's parameters carry no None for "unset")."""
+    return {k: v for k, v in values.items() if v is not None}
 
 
 def docs_from_records(records: Iterable[ShapeRecord]) -> DocList[ShapeDoc]:
@@ -117,16 +139,20 @@ class MeshsearchClient:
         return self._post("/index", docs, desc=desc)
 
     def search(self, docs: Sequence[ShapeDoc], limit: int = 10, label: Optional[str] = None,
-               exact: bool = False, desc: Optional[str] = None) -> DocList[ShapeDoc]:
-        params: dict[str, Any] = {"limit": limit, "exact": exact}
-        if label is not None:
-            params["label"] = label
+               exact: bool = False, desc: Optional[str] = None, collection: Optional[str] = None,
+               checkpoint: Optional[str] = None) -> DocList[ShapeDoc]:
+        params: dict[str, Any] = {"limit": limit, "exact": exact,
+                                  **_optional(label=label, collection=collection,
+                                              checkpoint=checkpoint)}
         return self._post("/search", docs, params, desc=desc)
 
     def evaluate(self, queries: Sequence[ShapeDoc], ks: Sequence[int] = (1, 5, 10),
-                 desc: Optional[str] = "evaluating") -> dict[str, Any]:
-        """Rank labelled queries against the whole index; mean metrics and per-class AP."""
-        docs = self._post("/evaluate", queries, {"ks": list(ks)}, desc=desc)
+                 desc: Optional[str] = "evaluating", collection: Optional[str] = None,
+                 checkpoint: Optional[str] = None) -> dict[str, Any]:
+        """Rank labelled queries against the catalogue (or a temporary ``collection``); mean
+        metrics and per-class AP. Nothing is written."""
+        params = {"ks": list(ks), **_optional(collection=collection, checkpoint=checkpoint)}
+        docs = self._post("/evaluate", queries, params, desc=desc)
         scored = [d for d in docs if d.metrics]
         if not scored:
             errors = sorted({d.error for d in docs if d.error})[:3]
@@ -140,6 +166,27 @@ class MeshsearchClient:
             "failed": [{"id": d.id, "error": d.error} for d in docs if d.error],
         }
 
+    def evaluate_sets(self, gallery: Sequence[ShapeDoc], queries: Sequence[ShapeDoc],
+                      ks: Sequence[int] = (1, 5, 10), checkpoint: Optional[str] = None,
+                      samples: Sequence[ShapeDoc] = (), limit: int = 5) -> dict[str, Any]:
+        """Index ``gallery`` in a temporary collection with the model ``checkpoint`` names (None:
+        the serving one), rank ``queries`` against it, drop it. The catalogue and the serving
+        model are the same before and after. ``samples``: queries whose top ``limit`` matches
+        come back under ``"samples"`` (for a report's gallery)."""
+        name = f"eval-{uuid.uuid4().hex[:12]}"
+        extra = _optional(checkpoint=checkpoint)
+        try:
+            indexed = self._post("/index", gallery, {"collection": name, **extra},
+                                 desc="indexing (evaluation)")
+            result = self.evaluate(queries, ks, collection=name, checkpoint=checkpoint)
+            result["gallery"] = len(indexed) - sum(1 for d in indexed if d.error)
+            if samples:
+                result["samples"] = self.search(samples, limit, collection=name,
+                                                checkpoint=checkpoint)
+        finally:
+            self._call("/drop", {"collection": name})
+        return result
+
     def count(self) -> int:
         return int(self._call("/count")["count"])
 
@@ -152,9 +199,12 @@ class MeshsearchClient:
     # -- finetuning -----------------------------------------------------------------------
     def send_training_data(self, docs: Sequence[ShapeDoc], reset: bool = False,
                            desc: Optional[str] = "training data") -> DocList[ShapeDoc]:
-        """Store labelled shapes with the finetuner (train split trains, test split evaluates)."""
-        out = self._post("/finetune/data", docs[:1], {"reset": reset}, desc=None)
-        return out + self._post("/finetune/data", docs[1:], desc=desc) if len(docs) > 1 else out
+        """Store labelled shapes with the finetuner (train split trains, test split evaluates);
+        an id sent again replaces its shape. ``reset`` empties the store first."""
+        if reset:
+            out = self._post("/finetune/data", docs[:1], {"reset": True}, desc=None)
+            return out + self._post("/finetune/data", docs[1:], desc=desc) if len(docs) > 1 else out
+        return self._post("/finetune/data", docs, desc=desc)
 
     def finetune(self, **config: Any) -> str:
         """Start a finetuning job (TrainConfig fields as keywords); returns its id at once."""
@@ -166,22 +216,27 @@ class MeshsearchClient:
     def cancel(self, job_id: Optional[str] = None) -> dict[str, Any]:
         return self._call("/finetune/cancel", {"job_id": job_id} if job_id else {})
 
-    def wait(self, job_id: str, poll_s: float = 1.0, progress: bool = True) -> dict[str, Any]:
-        """Follow a job to its end with a progress bar over its steps; returns the final status."""
-        bar = tqdm(desc="finetuning", unit="step", disable=not progress)
+    def wait(self, job_id: str, poll_s: float = 1.0, progress: bool = True,
+             status: Optional[Any] = None) -> dict[str, Any]:
+        """Follow a job (finetuning, or re-embedding with ``status=self.reindex_status``) to its
+        end with a progress bar; returns the final status."""
+        read = status or self.status
+        bar = tqdm(desc="finetuning" if status is None else "re-embedding",
+                   unit="step" if status is None else "shape", disable=not progress)
         try:
             while True:
-                status = self.status(job_id)
+                status = read(job_id)
                 info = status.get("progress") or {}
                 total = int(info.get("epochs", 0)) * int(info.get("steps_per_epoch", 0))
+                total = total or int(info.get("total", 0))
                 if total and bar.total != total:
                     bar.total = total
                 done = int(info.get("epoch", 0)) * int(info.get("steps_per_epoch", 0))
-                bar.n = min(int(info.get("step", done)), total or done)
+                bar.n = min(int(info.get("step", info.get("done", done))), total or done)
                 loss = info.get("loss")
                 bar.set_postfix(epoch=info.get("epoch"), loss=f"{loss:.4f}" if loss else None)
                 bar.refresh()
-                if status["state"] not in ("queued", "running", "resumed"):
+                if status["state"] not in ("queued", "running", "resumed", "interrupted"):
                     return status
                 time.sleep(poll_s)
         finally:
@@ -193,5 +248,34 @@ class MeshsearchClient:
         return self._call("/reload", {"checkpoint": checkpoint} if checkpoint else {})
 
     def info(self) -> dict[str, Any]:
-        """What the encoder serves: checkpoint, backbone, embedding size, device, precision."""
+        """What the encoder serves (checkpoint, fingerprint, backbone, embedding size, device,
+        precision, and every replica's report) and the catalogue's size and model."""
         return self._call("/info")
+
+    def catalogue_stale(self) -> Optional[str]:
+        """Why the catalogue cannot answer the serving model's queries (it holds another model's
+        vectors), or None."""
+        info = self.info()
+        stored, served = info.get("catalogue_model"), info.get("fingerprint")
+        if stored is None or stored == served or not info.get("catalogue_count"):
+            return None
+        return (f"the catalogue holds {info['catalogue_count']} shapes embedded by model "
+                f"{stored}, but the encoder serves model {served}: queries are refused until "
+                "it is re-embedded (`meshsearch reindex`, or --reindex)")
+
+    def reindex(self, wait: bool = True, progress: bool = True) -> dict[str, Any]:
+        """Re-embed the catalogue with the model the encoder serves, in the background; with
+        ``wait``, follow the job to its end. Returns its status."""
+        info = self.info()
+        started = self._call("/reindex", {"checkpoint": info.get("checkpoint") or "shipped",
+                                          "fingerprint": info["fingerprint"]})
+        if not wait:
+            return started
+        return self.wait(started["job_id"], progress=progress, status=self.reindex_status)
+
+    def reindex_status(self, job_id: Optional[str] = None) -> dict[str, Any]:
+        return self._call("/reindex/status", _optional(job_id=job_id))
+
+    def save(self) -> dict[str, Any]:
+        """Write the index's HNSW graph now (rows are durable at every request anyway)."""
+        return self._call("/save")

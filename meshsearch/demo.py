@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 from meshsearch.client import MeshsearchClient, docs_from_records, local_flow
-from meshsearch.dataset import scan
+from meshsearch.dataset import scan, write_doclist
 from meshsearch.metrics import format_table
-from meshsearch.registry import load_recipe
+from meshsearch.registry import DEFAULT_RECIPE, load_recipe
 from meshsearch.report import GALLERY_FILE, gallery_entries, gallery_queries, write_report
 from meshsearch.schema import DocList, ShapeDoc
 
@@ -18,8 +18,11 @@ TABLE_KEYS = ("mAP@1", "mAP@5", "mAP@10", "mNDCG@1", "mNDCG@5", "mNDCG@10")
 
 # What the demo's job trains: the shipped encoder finetuned on the user's labels, sized to finish
 # within 10 minutes on 2 CPU cores (see the recipe's description and docs/finetuning.md).
-DEMO_RECIPE = "small-data"  # meshsearch/recipes/small-data.yml
+DEMO_RECIPE = DEFAULT_RECIPE  # small-data: meshsearch/recipes/small-data.yml
 STAGES = ("untrained", "pretrained", "finetuned")
+# the checkpoint settings of the first two stages (meshsearch.models.shipped's sentinels; named
+# here so that the client does not import torch)
+CHECKPOINTS = {"untrained": "untrained", "pretrained": "shipped"}
 
 
 def _split(docs: DocList[ShapeDoc], split: str) -> DocList[ShapeDoc]:
@@ -36,19 +39,27 @@ def _report_failures(docs: DocList[ShapeDoc], say) -> DocList[ShapeDoc]:
 
 
 def _evaluate(client: MeshsearchClient, train: DocList, test: DocList, samples: list,
-              stage: str) -> tuple[dict, list]:
-    """Index the train shapes, rank the test shapes against them: the metrics and the gallery
-    entries of the model the Flow serves now."""
-    client.clear()
-    client.index(train, desc=f"indexing ({stage})")
-    result = client.evaluate(test, desc=f"evaluating ({stage})")
-    return result, gallery_entries(client.search(samples, limit=GALLERY_K))
+              checkpoint: str) -> tuple[dict, list]:
+    """Rank the test shapes against the train shapes, embedded by ``checkpoint``'s model, in a
+    temporary collection: the metrics and the gallery entries. The Flow's catalogue and serving
+    model are left as they are."""
+    result = client.evaluate_sets(train, test, checkpoint=checkpoint, samples=samples,
+                                  limit=GALLERY_K)
+    return result, gallery_entries(result["samples"])
 
 
-def _finetune(client: MeshsearchClient, train: DocList, config: dict, say) -> dict:
+def _finetune(client: MeshsearchClient, train: DocList, config: dict, say,
+              data_dir: Optional[Path]) -> dict:
     """A finetuning job on the train shapes alone (it carves its own validation split); the
-    test shapes stay out of training and selection."""
-    client.send_training_data(train, reset=True)
+    test shapes stay out of training and selection. On the demo's own Flow the shapes go to the
+    finetuner's store (``data_dir`` None); on a Flow given with ``--host`` they go to a data
+    folder the job reads, so the finetuner's stored training shapes stay as they are."""
+    if data_dir is None:
+        client.send_training_data(train, reset=True)  # the demo's own workspace
+    else:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        write_doclist(train, data_dir / "train.bin")
+        config = {**config, "data": str(data_dir.resolve())}
     job_id = client.finetune(**config)
     say(f"finetuning job {job_id} ({config.get('epochs')} epochs) on {len(train)} shapes")
     status = client.wait(job_id)
@@ -84,6 +95,7 @@ def run_demo(
     say(f"{len(records)} shapes in {data}")
 
     with ExitStack() as stack:
+        data_dir = None if host is None else workdir / "train-data"
         if host is None:
             host = stack.enter_context(local_flow(workdir / "workspace"))
             say(f"Flow serving on {host}")
@@ -93,19 +105,13 @@ def run_demo(
         say(f"loaded {len(train)} train and {len(test)} test shapes")
         samples = gallery_queries(test, n=6)
         metrics, gallery = {}, {}
-        client.reload("untrained")  # random weights of the shipped architecture
-        metrics["untrained"], gallery["untrained"] = _evaluate(client, train, test, samples,
-                                                               "untrained")
-        client.reload()  # the configured default: the shipped encoder
-        metrics["pretrained"], gallery["pretrained"] = _evaluate(client, train, test, samples,
-                                                                 "pretrained")
+        for stage, checkpoint in CHECKPOINTS.items():
+            metrics[stage], gallery[stage] = _evaluate(client, train, test, samples, checkpoint)
         overrides = {**(training or {}), "seed": seed, **({"epochs": epochs} if epochs else {})}
         config = load_recipe(DEMO_RECIPE, **overrides)
-        status = _finetune(client, train, config, say)
-        client.reload(status["checkpoint"])
+        status = _finetune(client, train, config, say, data_dir)
         metrics["finetuned"], gallery["finetuned"] = _evaluate(client, train, test, samples,
-                                                               "finetuned")
-        client.reload()  # leave the Flow serving what it served before
+                                                               status["checkpoint"])
 
     results = {stage: {k: metrics[stage]["metrics"][k] for k in TABLE_KEYS} for stage in STAGES}
     summary = status.get("summary") or {}

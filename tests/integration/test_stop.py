@@ -104,11 +104,16 @@ def stop_with_sigterm(flow: ServedFlow) -> None:
 
 
 def test_a_running_job_checkpoints_on_sigterm_and_resumes_after_restart(tmp_path):
-    flow = ServedFlow(flow_yaml(tmp_path / "flow.yml", executors=("finetuner",)), tmp_path / "ws")
+    flow = ServedFlow(flow_yaml(tmp_path / "flow.yml", executors=("finetuner", "indexer")),
+                      tmp_path / "ws")
+    vectors = np.random.default_rng(1).standard_normal((200, 64)).astype(np.float32)
     try:
         ms = MeshsearchClient(flow.start().host)
         assert not [d.error for d in ms.send_training_data(training_shapes(), reset=True, desc=None)
                     if d.error]
+        acked = ms.index([ShapeDoc(id=f"v{i}", embedding=v) for i, v in enumerate(vectors)],
+                         desc=None)
+        assert not [d.error for d in acked if d.error]
         job_id = ms.finetune(**JOB)
         workdir = Path(ms.status(job_id)["workdir"])
         wait_for(lambda: (ms.status(job_id).get("progress") or {}).get("step", 0) > 10, 120,
@@ -127,6 +132,10 @@ def test_a_running_job_checkpoints_on_sigterm_and_resumes_after_restart(tmp_path
         wait_for(lambda: (ms.status(job_id).get("progress") or {}).get("step", 0) > state["step"],
                  60, "the resumed job steps on")
         assert ms._call("/finetune/data/count") == {"train": 64, "test": 0}
+        assert ms.count() == len(vectors)  # every acknowledged shape, once, found by its vector
+        hits = ms.search([ShapeDoc(id=f"q{i}", embedding=v) for i, v in enumerate(vectors)],
+                         limit=1, exact=False)
+        assert [h.matches[0].ref_id for h in hits] == [f"v{i}" for i in range(len(vectors))]
         stop_with_sigterm(flow)
         again = json.loads((workdir / "job.json").read_text())
         assert (again["state"], again["resumed"]) == ("interrupted", 1)
