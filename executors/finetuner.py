@@ -10,7 +10,7 @@ from jina import requests
 
 from executors.common import SHAPE_SCHEMAS, MeshsearchExecutor, check_points, fail, pending
 from meshsearch.jobs import SHUTDOWN_TIMEOUT_S, JobManager, fit_job
-from meshsearch.registry import load_recipe
+from meshsearch.registry import default_recipe, load_recipe
 from meshsearch.schema import ShapeDoc
 from meshsearch.train import TrainConfig
 from meshsearch.trainset import TrainingSet
@@ -28,7 +28,9 @@ class Finetuner(MeshsearchExecutor):
     ``workspace/jobs/<id>`` (checkpoints, ``metrics.jsonl``, ``curves.png``); a job that was running
     when the process died, or when the Flow stopped (:meth:`close`), resumes from its last
     checkpoint when the executor starts again (:class:`meshsearch.jobs.JobManager`). ``recipe``:
-    the training recipe of jobs that name none (None: TrainConfig's defaults); ``defaults``:
+    the training recipe of jobs that name none (None: :func:`meshsearch.registry.default_recipe`,
+    the shipped encoder finetuned with ``small-data`` unless the job picks its own backbone or
+    checkpoint); ``defaults``:
     TrainConfig fields under every job's recipe; ``stop_timeout_s``: how long :meth:`close` waits
     for a running job to save its state.
     """
@@ -84,8 +86,8 @@ class Finetuner(MeshsearchExecutor):
     def start(self, parameters: dict, **kwargs):
         """Start a job; parameters are a ``recipe`` and TrainConfig fields over it, plus an
         optional ``data`` folder holding ``train.bin``/``test.bin`` from ``meshsearch prepare``."""
-        recipe = parameters.get("recipe") or self.recipe
         fields = {k: v for k, v in parameters.items() if k not in ("data", "recipe")}
+        recipe = parameters.get("recipe") or self.recipe or default_recipe({**self.defaults, **fields})
         config = {**self.defaults, **(load_recipe(recipe) if recipe else {}), **fields}
         return self.jobs.start(config, parameters.get("data"), recipe=recipe)
 

@@ -122,3 +122,16 @@ def recipe_description(name: str | Path) -> str:
 
     body = yaml.safe_load(recipe_path(name).read_text()) or {}
     return str(body.get("description", "")).strip()
+
+
+# The recipe of a finetuning job that names none: finetune the shipped encoder (docs/finetuning.md,
+# "The default recipe", has the measurements behind this rule).
+DEFAULT_RECIPE = "small-data"
+ARCHITECTURE_FIELDS = ("backbone", "checkpoint")  # a job naming these chose its own start
+
+
+def default_recipe(fields: dict[str, Any]) -> str | None:
+    """The recipe for a job with TrainConfig ``fields`` and no recipe: :data:`DEFAULT_RECIPE`,
+    unless the fields pick a backbone or a starting checkpoint of their own (then TrainConfig's
+    defaults sit under them, as before)."""
+    return None if any(k in fields for k in ARCHITECTURE_FIELDS) else DEFAULT_RECIPE
