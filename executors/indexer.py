@@ -48,7 +48,7 @@ class ShapeIndexer(MeshsearchExecutor):
     """
 
     def __init__(self, embed_dim: Optional[int] = None, M: int = 16, ef_construction: int = 200,
-                 ef: int = 64, exact: bool = False, default_limit: int = 10,
+                 ef: int = 128, exact: bool = False, default_limit: int = 10,
                  index_dir: Optional[str] = None, save_every_s: float = 60.0,
                  num_points: int = 1024, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -81,7 +81,7 @@ class ShapeIndexer(MeshsearchExecutor):
         one, the request's first good one) and its model; the others fail."""
         dim, model, ready = index.dim, index.model, []
         for doc in pending(docs):
-            problem = vector_problem(doc.embedding, dim) or model_problem(model, doc.model, what)
+            problem = model_problem(model, doc.model, what) or vector_problem(doc.embedding, dim)
             if problem:
                 fail(doc, f"document {doc.id}: {problem}")
                 continue

@@ -153,7 +153,7 @@ Reads the index that index.yml wrote: same MESHSEARCH_WORKSPACE (<workspace>/Sha
 Two encoder replicas serve concurrent queries; on CPU each gets cpu_count // 2 torch threads.
 """ + RUN.format(port=54321, name="search.yml"),
                    lambda: flow(grpc(), loader(workers=False, replicas=1), encoder(replicas=2),
-                                indexer(uses_with={"ef": 64}, shards=1))),
+                                indexer(uses_with={"ef": 128}, shards=1))),
     "http.yml": ("""\
 The search Flow over HTTP (for browsers and curl): POST /post or /search with JSON documents.
 Same index as search.yml (same MESHSEARCH_WORKSPACE). Answers hold each document's matches

@@ -10,9 +10,10 @@ Writing an id again replaces it. A write costs what it writes, whatever the size
 - the hnswlib graph (:mod:`meshsearch.index_memory`) is updated in memory by the same call (a
   stored shape is found at once) and grown geometrically; it is saved to ``hnsw.bin``
   (atomically: written beside it, fsynced, renamed over it) only by :meth:`ShapeIndex.save`,
-  :meth:`ShapeIndex.close`, and by a write that finds the last save older than ``save_every_s``. The write sequence number the saved graph holds
-  is recorded in SQLite after the file is in place. On open the graph is loaded and brought up to
-  date from the rows written (and the keys deleted) since; a missing or unreadable graph file is
+  :meth:`ShapeIndex.close`, and by a write that finds the last save older than ``save_every_s``
+  with at least ``SAVE_FRACTION`` (5%) of the index written since. The write sequence number the
+  saved graph holds is recorded in SQLite after the file is in place. On open the graph is
+  loaded and brought up to date from the rows written (and the keys deleted) since; a missing or unreadable graph file is
   rebuilt from the rows. hnswlib labels are SQLite keys, never reused, so replaying a write twice
   is harmless;
 - approximate search queries the graph and takes each hit's id, uri and label from an in-memory
@@ -65,6 +66,7 @@ __all__ = ["DB_FILE", "GRAPH_FILE", "HITS", "HnswParams", "Hit", "ShapeIndex", "
            "stored_dim", "vector_problem"]
 
 HITS = SHAPES  # the SQLite table of the stored shapes (one row per id)
+SAVE_FRACTION = 0.05  # a scheduled save waits for this share of the index to be written anew
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -78,7 +80,7 @@ class HnswParams:
 
     M: int = 16
     ef_construction: int = 200
-    ef: int = 64
+    ef: int = 128
     threads: int = 0
 
 
@@ -155,6 +157,7 @@ class ShapeIndex:
         self._hits: Optional[dict[int, tuple[str, str, str]]] = None
         self._saved_at = time.monotonic()
         self.saves = 0  # graph files written by this object
+        self._unsaved = 0  # rows written since the last save by this object
         if self.dim is not None:
             self._open_graph()
 
@@ -174,13 +177,18 @@ class ShapeIndex:
         seq = self.store.seq
         save_graph(self._graph, self.workdir / GRAPH_FILE)
         self.store.mark_saved(seq)  # after the file is in place: it holds every write to seq
-        self._saved_at = time.monotonic()
+        self._saved_at, self._unsaved = time.monotonic(), 0
         self.saves += 1
         return True
 
-    def _after_write(self) -> None:
-        if time.monotonic() - self._saved_at >= self.save_every_s:
-            self.save()
+    def _after_write(self, rows: int) -> None:
+        """Save on the schedule: ``save_every_s`` since the last save, and at least
+        ``SAVE_FRACTION`` of the index written since (a save writes the whole graph: this keeps
+        its cost per written row bounded, and what a restart replays from the rows too)."""
+        self._unsaved += rows
+        due = time.monotonic() - self._saved_at >= self.save_every_s
+        if self.save_every_s <= 0 or (due and self._unsaved >= SAVE_FRACTION * self._count):
+            self.save()  # save_every_s 0: after every write
 
     def _reload(self) -> None:
         """Rebuild the in-memory state from disk (after a failure between SQLite and memory)."""
@@ -256,7 +264,7 @@ class ShapeIndex:
         except BaseException:
             self._reload()
             raise
-        self._after_write()
+        self._after_write(len(rows))
         return len(rows)
 
     @_locked
@@ -273,7 +281,7 @@ class ShapeIndex:
         if self._table is not None:
             self._table.remove(list(gone))
         if gone:
-            self._after_write()
+            self._after_write(len(gone))
         return len(gone)
 
     @_locked

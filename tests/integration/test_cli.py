@@ -122,3 +122,33 @@ def test_pretrain_keeps_the_best_validation_epoch_of_the_chosen_classes(prepared
     assert result["splits"]["validation"] > 0 and result["best"]["metric"] == "mAP@10"
     assert checkpoint["epoch"] == result["best"]["epoch"]
     assert set(result["test_metrics"]) >= {"mAP@1", "mNDCG@10"}
+
+
+def test_after_finetuning_the_old_catalogue_is_refused_or_reembedded(prepared):
+    """A finetuning job changes the served model: without --reindex the client says that the
+    catalogue must be re-embedded and a query against it is refused with that error; with
+    --reindex (or `meshsearch reindex`) the catalogue is rebuilt with the finetuned model."""
+    from meshsearch.client import MeshsearchClient, local_flow
+
+    data = prepared / "prepared"
+    config = json.dumps({"batch_size": 6, "k_per_class": 2, "num_points": 128})
+    job = ("finetune", "--data", str(data / "train.bin"), "--backbone", "pointnet", "--epochs",
+           "1", "--config", config, "--watch")
+    with local_flow(prepared / "reindex-workspace") as host:
+        client = MeshsearchClient(host)
+        client.index(read_doclist(data / "train.bin"), desc=None)
+        query = read_doclist(data / "test.bin")[:1]
+
+        run = meshsearch(*job, "--host", host, cwd=prepared)
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert "note: the catalogue holds 18 shapes embedded by model" in run.stderr
+        (refused,) = client.search(query, limit=3)
+        assert "re-embed the catalogue" in refused.error and not refused.matches
+
+        run = meshsearch(*job, "--reindex", "--host", host, cwd=prepared)
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert "re-embedded the catalogue: done, 18 shapes" in run.stdout
+        info = client.info()
+        assert info["catalogue_model"] == info["fingerprint"] and client.count() == 18
+        (answered,) = client.search(query, limit=3)
+        assert answered.error is None and len(answered.matches) == 3
