@@ -137,7 +137,7 @@ def _catalogue_after_reload(client, reindex: bool) -> None:
     if stale and reindex:
         status = client.reindex()
         print(f"re-embedded the catalogue: {status['state']}, "
-              f"{(status.get('summary') or {}).get('reembedded', 0)} shapes")
+              f"{int((status.get('summary') or {}).get('reembedded', 0))} shapes")
     elif stale:
         print(f"note: {stale}", file=sys.stderr)
 

@@ -259,7 +259,7 @@ class MeshsearchClient:
         stored, served = info.get("catalogue_model"), info.get("fingerprint")
         if stored is None or stored == served or not info.get("catalogue_count"):
             return None
-        return (f"the catalogue holds {info['catalogue_count']} shapes embedded by model "
+        return (f"the catalogue holds {int(info['catalogue_count'])} shapes embedded by model "
                 f"{stored}, but the encoder serves model {served}: queries are refused until "
                 "it is re-embedded (`meshsearch reindex`, or --reindex)")
 

@@ -141,7 +141,7 @@ def test_after_finetuning_the_old_catalogue_is_refused_or_reembedded(prepared):
 
         run = meshsearch(*job, "--host", host, cwd=prepared)
         assert run.returncode == 0, run.stderr[-3000:]
-        assert "note: the catalogue holds 18 shapes embedded by model" in run.stderr
+        assert "note: the catalogue holds 18 shapes embedded by model" in run.stderr, run.stderr[-600:]
         (refused,) = client.search(query, limit=3)
         assert "re-embed the catalogue" in refused.error and not refused.matches
 

@@ -310,7 +310,7 @@ WRITER = textwrap.dedent("""
         index.upsert([f"a{i}" for i in range(n)], rng.standard_normal((n, dim)), [""] * n, ["a"] * n)
         print("base", flush=True)
         sys.exit(0)
-    i = 0
+    i, rng = 0, np.random.default_rng(1)  # b vectors differ from the a ones (no ties with a0)
     while True:  # each upsert saves the whole graph again (save_every_s=0)
         index.upsert([f"b{i}"], rng.standard_normal((1, dim)), [""], ["b"])
         print(f"b{i}", flush=True)
