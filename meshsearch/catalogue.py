@@ -160,7 +160,9 @@ class Catalogue:
             yield batch
 
     def close(self) -> None:
-        """Save the serving index; drop every temporary collection."""
+        """Stop a running re-embed job (it starts again with the next process), save the
+        serving index, drop every temporary collection."""
+        self.jobs.shutdown()
         with self.lock:
             for name in list(self._collections):
                 self.drop(name)
