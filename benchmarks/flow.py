@@ -34,7 +34,6 @@ os.environ.setdefault("JINA_OPTOUT_TELEMETRY", "1")
 ROOT = Path(__file__).resolve().parents[1]
 FLOW = ROOT / "flows" / "index.yml"
 EMBED_DIM, NUM_POINTS, BATCH = 512, 1024, 32
-SHIPPED = "shipped"  # --backbones name of the Flow as shipped (the shipped encoder)
 
 
 def clouds(n: int, seed: int) -> np.ndarray:
@@ -60,15 +59,14 @@ class InProcess:
     "fp32", one intra-op thread for requests of at most SMALL_BATCH clouds, all cores otherwise)."""
 
     def __init__(self, index_dir: Path, backbone: str) -> None:
+        import torch
 
         from meshsearch.index import ShapeIndex
-        from meshsearch.models import serving_encoder
+        from meshsearch.models import load_encoder
 
         self.threads = os.cpu_count() or 1  # as the Flow's single encoder replica
-        # the very model the Flow's encoder serves: the shipped one, or untrained weights of the
-        # backbone (the shipped architecture for edgeconv), same seed
-        self.model = serving_encoder(None if backbone == SHIPPED else "untrained",
-                                     backbone=None if backbone == SHIPPED else backbone)
+        torch.manual_seed(0)
+        self.model = load_encoder(None, embed_dim=EMBED_DIM, backbone=backbone, device="cpu")
         self.precision = getattr(self.model, "precision", "fp32")  # the executor's default
         self.index = ShapeIndex(index_dir, EMBED_DIM)
 
@@ -101,15 +99,14 @@ def timed(fn) -> float:
 
 
 def flow_with_backbone(backbone: str, folder: Path) -> Path:
-    """flows/index.yml as shipped (``shipped``: the shipped encoder), or serving untrained weights
-    of ``backbone``."""
+    """flows/index.yml with ``backbone`` in the encoder's ``uses_with`` (the file itself for PointConv)."""
     import yaml
 
-    if backbone == SHIPPED:
+    if backbone == "pointconv":
         return FLOW
     config = yaml.safe_load(FLOW.read_text())
     (encoder,) = [e for e in config["executors"] if e["name"] == "encoder"]
-    encoder["uses_with"].update(backbone=backbone, checkpoint="untrained")
+    encoder["uses_with"]["backbone"] = backbone
     path = folder / f"index-{backbone}.yml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
@@ -202,13 +199,11 @@ def section(r: dict) -> str:
     lines = [
         "## Flow",
         "",
-        f"flows/index.yml over gRPC against the same core in-process (`serving_encoder` + `embed` "
-        f"+ `ShapeIndex`), the same model on both sides (`shipped`: the shipped encoder, as "
-        f"flows/index.yml serves it; a backbone name: its untrained weights), "
-        f"{r['docs']} documents that already carry "
+        f"flows/index.yml over gRPC against the same core in-process (`load_encoder` + `embed` + "
+        f"`ShapeIndex`), untrained encoders, {r['docs']} documents that already carry "
         f"{r['points']} points, batch {r['batch']}, {r['reps']} blocks each running both sides "
         f"back to back; rates are medians, ratios medians of per-block ratios. One Flow per "
-        f"row (the encoder's `backbone` set in a copy of flows/index.yml), one after the "
+        f"backbone (the encoder's `backbone` set in a copy of flows/index.yml), one after the "
         f"other in one run; encoder precision fp32 (the executor's default), single queries on "
         f"one thread. The index holds {r['indexed']:,} random unit vectors (written through "
         f"`ShapeIndex` before the Flow starts); a query is one `Client.post('/search')` of one "
@@ -269,7 +264,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3, help="blocks")
     parser.add_argument("--queries", type=int, default=100, help="single queries for latency")
     parser.add_argument("--indexed", type=int, default=10_000, help="shapes in the index")
-    parser.add_argument("--backbones", nargs="+", default=[SHIPPED, "pointconv"],
+    parser.add_argument("--backbones", nargs="+", default=["pointconv", "edgeconv"],
                         help="encoder backbones, one Flow each")
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args()
