@@ -33,7 +33,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from meshsearch.utils.fs import fsync_dir
+from meshsearch.utils.fs import durable_db, fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -114,9 +114,7 @@ class RowStore:
     def __init__(self, workdir: Path) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.path = workdir / DB_FILE
-        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
+        self.db = durable_db(self.path)
         with self.transaction():
             for statement in filter(str.strip, SCHEMA.split(";")):
                 self.db.execute(statement)

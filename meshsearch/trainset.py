@@ -32,7 +32,7 @@ from typing import Optional
 
 import numpy as np
 
-from meshsearch.utils.fs import fsync_dir
+from meshsearch.utils.fs import durable_db, fsync_dir
 
 SPLITS = ("train", "test")
 DB_NAME = "shapes.db"
@@ -91,10 +91,7 @@ class TrainingSet:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.path = self.folder / DB_NAME
         self._lock = threading.RLock()
-        self._db: Optional[sqlite3.Connection] = sqlite3.connect(
-            self.path, timeout=60, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")  # a commit is on disk before add returns
+        self._db: Optional[sqlite3.Connection] = durable_db(self.path, timeout=60)
         self._db.executescript(_SCHEMA)
         self._migrate()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -91,3 +92,13 @@ def read_jsonl(path: PathLike) -> list[dict[str, Any]]:
 def write_jsonl(path: PathLike, records: Iterable[dict[str, Any]]) -> Path:
     """Write ``records`` as JSON lines, atomically (the whole file is replaced)."""
     return write_text(path, "".join(json.dumps(r) + "\n" for r in records))
+
+
+def durable_db(path: PathLike, timeout: float = 5.0) -> sqlite3.Connection:
+    """A SQLite connection whose every commit is on disk before it returns (WAL journal,
+    ``synchronous=FULL``): the one setting of the index's rows and the finetuner's shapes.
+    Autocommit mode (transactions are explicit) and usable from any thread (callers lock)."""
+    db = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    return db
