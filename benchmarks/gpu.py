@@ -8,7 +8,8 @@
    256, N 1024 and 2048, fp32 and bf16;
 3. ``3_train_throughput.json``: training clouds/s at batch 64 (bf16 autocast);
 4. ``4_modelnet_cosface.json``: PointConv on ModelNet40's train split, recipe
-   gpu-pointconv-cosface (50 epochs, within ``--train-minutes``), no in-run evaluation and no
+   gpu-pointconv-cosface (50 epochs, or as many as stage 3's rate says fit in
+   ``--train-minutes``, so that the schedule completes), no in-run evaluation and no
    state files, then test -> train retrieval after the last epoch (no selection on the test
    split), with the checkpoint's sha256 (the checkpoint itself stays there);
 5. ``5_modelnet_triplet.json``: the same with the tutorial's triplet recipe, in the time left
@@ -145,13 +146,26 @@ def load_data(path: Path | None, smoke: bool) -> dict[str, np.ndarray]:
     return load_modelnet()
 
 
+def epochs_that_fit(planned: int, minutes: float, clouds_per_s: float | None, n_train: int) -> int:
+    """The recipe's epochs, or fewer when stage 3's rate (less a 20% margin) says they would not
+    finish within ``minutes``: the cosine schedule then decays within the budget instead of being
+    cut off at a high learning rate."""
+    if not clouds_per_s:
+        return planned
+    return max(1, min(planned, int(minutes * 60 * clouds_per_s * 0.8 / n_train)))
+
+
 def train_and_report(out: Path, name: str, recipe: str, data: dict, device: torch.device,
-                     minutes: float, smoke: bool) -> dict:
+                     minutes: float, smoke: bool, clouds_per_s: float | None = None) -> dict:
     """Train by the recipe within ``minutes`` (no evaluation, no state files), then evaluate
     test -> train once."""
     overrides = {"model_config": SMOKE_MODEL, "epochs": 2, "batch_size": 8} if smoke else {}
-    trainer = trainer_for(data["train_points"], data["train_labels"],
-                          load_recipe(recipe, **overrides), device)
+    fields = load_recipe(recipe, **overrides)
+    recipe_epochs = fields["epochs"]
+    if not smoke:
+        fields["epochs"] = epochs_that_fit(recipe_epochs, minutes, clouds_per_s,
+                                           len(data["train_labels"]))
+    trainer = trainer_for(data["train_points"], data["train_labels"], fields, device)
     c, t0, epochs = trainer.config, time.perf_counter(), 0.0
     over = lambda _loss: "time_budget" if time.perf_counter() - t0 > minutes * 60 else None  # noqa: E731
     while trainer.epoch < c.epochs:
@@ -170,6 +184,7 @@ def train_and_report(out: Path, name: str, recipe: str, data: dict, device: torc
     save_checkpoint(trainer.model, checkpoint, extra={"epoch": epochs, "recipe": recipe})
     return write(out, name, {
         "recipe": recipe, "epochs_done": round(epochs, 3), "epochs_planned": c.epochs,
+        "recipe_epochs": recipe_epochs,
         "train_s": round(train_s, 1),
         "clouds_per_s": round(steps * trainer.sampler.batch_size / train_s, 1),
         "split": "ModelNet40 test queries -> train index, after the last epoch",
@@ -191,13 +206,13 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     stage_cuda_tests(args.out)
     stage_encode(args.out, device, args.smoke)
-    stage_train_throughput(args.out, device, args.smoke)
+    rate = stage_train_throughput(args.out, device, args.smoke)["clouds_per_s"]
     data = load_data(args.data, args.smoke)
     train_and_report(args.out, "4_modelnet_cosface.json", "gpu-pointconv-cosface", data, device,
-                     args.train_minutes, args.smoke)
+                     args.train_minutes, args.smoke, rate)
     if args.triplet_minutes > 0:
         train_and_report(args.out, "5_modelnet_triplet.json", "tutorial-pointconv", data, device,
-                         args.triplet_minutes, args.smoke)
+                         args.triplet_minutes, args.smoke, rate)
     heavy = sorted(m for m in ("jina", "docarray", "trimesh") if m in sys.modules)
     write(args.out, "0_run.json", {"device": str(device), "seconds": round(time.perf_counter()
                                                                            - started, 1),
