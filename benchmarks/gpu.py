@@ -207,6 +207,8 @@ def main(argv: list[str] | None = None) -> None:
     stage_cuda_tests(args.out)
     stage_encode(args.out, device, args.smoke)
     rate = stage_train_throughput(args.out, device, args.smoke)["clouds_per_s"]
+    if args.train_minutes <= 0:  # stages 1-3 only
+        return
     data = load_data(args.data, args.smoke)
     train_and_report(args.out, "4_modelnet_cosface.json", "gpu-pointconv-cosface", data, device,
                      args.train_minutes, args.smoke, rate)

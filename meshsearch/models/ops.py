@@ -57,9 +57,17 @@ def farthest_point_sample(xyz: torch.Tensor, num: int) -> torch.Tensor:
     return _fps_torch(xyz, num)
 
 
-def row_chunk(batch: int, cols: int, target: int = 1 << 20) -> int:
-    """Rows per chunk so that a ``[batch, rows, cols]`` block holds about ``target`` elements."""
-    return max(1, target // max(1, batch * cols))
+def block_elements(device: torch.device) -> int:
+    """Elements per block of blocked work: cache-sized on the CPU; on an accelerator, where each
+    block costs kernel launches rather than cache misses, as large as memory comfortably allows
+    (256M elements, 1 GiB in float32)."""
+    return 1 << 20 if device.type == "cpu" else 1 << 28
+
+
+def row_chunk(batch: int, cols: int, device: torch.device) -> int:
+    """Rows per chunk so that a ``[batch, rows, cols]`` block holds about
+    :func:`block_elements` elements."""
+    return max(1, block_elements(device) // max(1, batch * cols))
 
 
 @torch.no_grad()
@@ -89,7 +97,7 @@ def _nearest_rows(
     """``select(distances, k)`` over cache-sized blocks of centroid rows, concatenated."""
     B, N, _ = xyz.shape
     return torch.cat([
-        select(square_distance(part, xyz), k) for part in centroids.split(row_chunk(B, N), dim=1)
+        select(square_distance(part, xyz), k) for part in centroids.split(row_chunk(B, N, xyz.device), dim=1)
     ], dim=1)
 
 
@@ -206,7 +214,7 @@ def inverse_density(xyz: torch.Tensor, bandwidth: float, legacy: bool = False) -
     """
     B, N, _ = xyz.shape
     denom = -2.0 * bandwidth * bandwidth
-    chunk = row_chunk(B, N)
+    chunk = row_chunk(B, N, xyz.device)
     if legacy:
         kernels = [
             square_distance(rows, xyz).div_(denom).clamp_(min=-80.0).exp_()

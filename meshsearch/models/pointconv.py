@@ -34,7 +34,14 @@ from .layers import (
     precision_dtype,
     relu_,
 )
-from .ops import farthest_point_sample, gather_points, gather_rows, inverse_density, knn
+from .ops import (
+    block_elements,
+    farthest_point_sample,
+    gather_points,
+    gather_rows,
+    inverse_density,
+    knn,
+)
 
 
 @dataclass
@@ -170,7 +177,8 @@ class DensitySetAbstraction(nn.Module):
             offsets = torch.arange(B, device=xyz.device).view(B, 1, 1) * N
             neighbors = neighbors + offsets
         neighbors = neighbors.reshape(B * S, K)  # rows of per_point
-        block = max(1, self.block_positions // K)  # cache-sized blocks of groups
+        scale = block_elements(xyz.device) // block_elements(torch.device("cpu"))
+        block = max(1, self.block_positions * scale // K)  # cache-sized blocks of groups
         if B * S <= block:
             out = self._block_features(per_point, per_centroid, neighbors, weights)
         else:
