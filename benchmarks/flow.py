@@ -37,6 +37,7 @@ os.environ.setdefault("JINA_MP_START_METHOD", "spawn")  # before jina is importe
 ROOT = Path(__file__).resolve().parents[1]
 FLOW = ROOT / "flows" / "index.yml"
 EMBED_DIM, NUM_POINTS, BATCH = 512, 1024, 32
+SHIPPED = "shipped"  # --backbones name of the Flow as it ships (the shipped encoder)
 
 
 def clouds(n: int, seed: int) -> np.ndarray:
@@ -66,7 +67,7 @@ class InProcess:
         from meshsearch.models.shipped import serving_encoder
 
         self.threads = os.cpu_count() or 1  # as the Flow's single encoder replica
-        if backbone == "shipped":
+        if backbone == SHIPPED:
             self.model = serving_encoder(None)
         else:
             self.model = serving_encoder("untrained", backbone=backbone, embed_dim=EMBED_DIM)
@@ -105,7 +106,7 @@ def flow_with_backbone(backbone: str, folder: Path) -> Path:
     """flows/index.yml as it ships (``shipped``), or serving ``backbone``'s random weights."""
     import yaml
 
-    if backbone == "shipped":
+    if backbone == SHIPPED:
         return FLOW
     config = yaml.safe_load(FLOW.read_text())
     (encoder,) = [e for e in config["executors"] if e["name"] == "encoder"]
@@ -202,13 +203,14 @@ def section(r: dict) -> str:
     lines = [
         "## Flow",
         "",
-        f"flows/index.yml over gRPC against the same core in-process (`serving_encoder` + `embed` + "
-        f"`ShapeIndex`), the same model on both sides, {r['docs']} documents that already carry "
+        f"flows/index.yml over gRPC against the same core in-process (`serving_encoder` + "
+        f"`embed` + `ShapeIndex`), the same model on both sides, {r['docs']} documents that already carry "
         f"{r['points']} points, batch {r['batch']}, {r['reps']} blocks each running both sides "
         f"back to back; rates are medians, ratios medians of per-block ratios. One Flow per "
         f"model (`shipped`: flows/index.yml as it ships, serving the shipped encoder; a backbone "
-        f"name: its random weights, set in a copy of the file), one after the other in one run; encoder precision fp32 (the executor's default), single queries on "
-        f"one thread. The index holds {r['indexed']:,} random unit vectors (written through "
+        f"name: its random weights, set in a copy of the file), one after the other in one run; "
+        f"encoder precision fp32 (the executor's default), single queries on one thread. "
+        f"The index holds {r['indexed']:,} random unit vectors (written through "
         f"`ShapeIndex` before the Flow starts); a query is one `Client.post('/search')` of one "
         f"document, as a client script sends it. {r['date']}, Python {r['python']}, "
         f"{r['cpus']} CPU cores (1-min load average "
@@ -241,7 +243,10 @@ def section(r: dict) -> str:
         lines.append(f"| {x['backbone']} | " + " | ".join(f"{v:.1f} ms" for v in hops.values()) + " |")
     lines += [
         "",
-        "Targets: ratio >= 0.85x at batch 32, ready <= 10 s (issue 7); one query p50 <= 30 ms through the default Flow serving the shipped model, 20 ms the aim (issue 18). The one-query figure fell from 32.6 ms (2026-12-04, before) when small CPU batches took their kNN from a k-d tree (docs/models.md).",
+        "Targets: ratio >= 0.85x at batch 32, ready <= 10 s (issue 7); one query p50 <= 30 ms "
+        "through the default Flow serving the shipped model, 20 ms the aim (issue 18). The "
+        "one-query figure fell from 32.6 ms (2026-12-04, before) when small CPU batches took "
+        "their kNN from a k-d tree (docs/models.md).",
         "",
         f"Command: `{r['command']}` (raw figures: `benchmarks/results/flow.json`).",
         "",
@@ -267,7 +272,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3, help="blocks")
     parser.add_argument("--queries", type=int, default=100, help="single queries for latency")
     parser.add_argument("--indexed", type=int, default=10_000, help="shapes in the index")
-    parser.add_argument("--backbones", nargs="+", default=["shipped"],
+    parser.add_argument("--backbones", nargs="+", default=[SHIPPED],
                         help="'shipped' or backbone names (random weights), one Flow each")
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args()

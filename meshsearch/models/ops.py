@@ -114,11 +114,11 @@ def sorted_knn(xyz: torch.Tensor, k: int) -> torch.Tensor:
 def _nearest_rows(
     centroids: torch.Tensor, xyz: torch.Tensor, k: int, select: Callable
 ) -> torch.Tensor:
-    """``select(distances, k)`` over cache-sized blocks of centroid rows, concatenated."""
+    """``select(distances, k)`` over device-sized blocks of centroid rows, concatenated."""
     B, N, _ = xyz.shape
-    return torch.cat([
-        select(square_distance(part, xyz), k) for part in centroids.split(row_chunk(B, N, xyz.device), dim=1)
-    ], dim=1)
+    rows = row_chunk(B, N, xyz.device)
+    parts = centroids.split(rows, dim=1)
+    return torch.cat([select(square_distance(part, xyz), k) for part in parts], dim=1)
 
 
 @torch.no_grad()

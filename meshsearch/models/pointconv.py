@@ -177,8 +177,9 @@ class DensitySetAbstraction(nn.Module):
             offsets = torch.arange(B, device=xyz.device).view(B, 1, 1) * N
             neighbors = neighbors + offsets
         neighbors = neighbors.reshape(B * S, K)  # rows of per_point
+        # block_positions is the CPU's cache-sized block; an accelerator's is larger by as much
         scale = block_elements(xyz.device) // block_elements(torch.device("cpu"))
-        block = max(1, self.block_positions * scale // K)  # cache-sized blocks of groups
+        block = max(1, self.block_positions * scale // K)  # groups per block
         if B * S <= block:
             out = self._block_features(per_point, per_centroid, neighbors, weights)
         else:
