@@ -17,7 +17,8 @@ class NeighbourCache:
     Holds the sorted kNN graph (:func:`sorted_knn`) of each whole training cloud, built the first
     time the cloud is drawn, and filters it down to each step's random subset
     (:func:`subset_neighbours`). The graph is the clean cloud's: rotation about an axis and a
-    uniform scale leave it unchanged, and jitter is noise on the positions, not on the shape.
+    uniform scale leave it unchanged, jitter is noise on the positions, not on the shape, and a
+    scale per axis moves few neighbours.
     """
 
     MAX_BYTES = 4 << 30  # beyond this the cache would cost more memory than its time is worth

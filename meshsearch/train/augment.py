@@ -36,12 +36,14 @@ def augment(
     jitter: float = 0.02,
     jitter_clip: float = 0.05,
     scale_range: tuple[float, float] | None = (0.8, 1.25),
+    scale_per_axis: bool = False,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Randomly augment a batch of clouds ``(B, N0, 3)`` -> ``(B, N, 3)``, all in torch.
 
     A random subset of ``num_points`` points per cloud (when the clouds have more), a random
-    isotropic scale in ``scale_range``, a random rotation about ``up_axis`` and Gaussian jitter of
+    scale in ``scale_range`` (one factor per cloud, or one per axis with ``scale_per_axis``, which
+    also varies the shapes' proportions), a random rotation about ``up_axis`` and Gaussian jitter of
     std ``jitter`` clipped to ``±jitter_clip``. Each step is skipped when its setting is None/0.
     """
     b, n0, _ = points.shape
@@ -55,7 +57,7 @@ def augment(
         points = torch.gather(points, 1, idx.unsqueeze(-1).expand(-1, -1, 3))
     if scale_range is not None:
         lo, hi = scale_range
-        points = points * (lo + (hi - lo) * rand(b, 1, 1))
+        points = points * (lo + (hi - lo) * rand(b, 1, 3 if scale_per_axis else 1))
     if up_axis is not None:
         rot = rotation_matrices(2 * math.pi * rand(b), up_axis)
         points = points @ rot.transpose(1, 2)

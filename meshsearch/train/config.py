@@ -62,6 +62,7 @@ class TrainConfig:
     jitter: float = 0.02
     jitter_clip: float = 0.05
     scale_range: tuple[float, float] | None = (0.8, 1.25)
+    scale_per_axis: bool = False  # one scale factor per axis (the proportions vary too)
     # evaluation, checkpoints, stopping
     eval_every: int = 1  # epochs; 0: only at the end
     eval_batch_size: int = 64

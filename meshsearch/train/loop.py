@@ -269,6 +269,7 @@ class Trainer:
             jitter=c.jitter,
             jitter_clip=c.jitter_clip,
             scale_range=c.scale_range,
+            scale_per_axis=c.scale_per_axis,
             generator=self.generator,
         )
         x = x.to(self.device, non_blocking=True)

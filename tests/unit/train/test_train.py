@@ -178,6 +178,13 @@ def test_augment_keeps_up_axis_and_subsamples() -> None:
     ratio = scaled.norm(dim=-1) / pts.norm(dim=-1)
     assert ((ratio > 0.8 - 1e-5) & (ratio < 1.25 + 1e-5)).all()
     assert torch.allclose(ratio, ratio[:, :1].expand_as(ratio), atol=1e-4)  # isotropic per cloud
+    away = 1 + pts.abs()  # no coordinate near zero, so that each factor is a quotient
+    axes = augment(away, up_axis=None, jitter=0, scale_range=(0.67, 1.5), scale_per_axis=True,
+                   generator=g)  # fmt: skip
+    factors = axes / away  # one factor per cloud and axis, the same for all its points
+    assert torch.allclose(factors, factors[:, :1].expand_as(factors), atol=1e-5)
+    assert ((factors > 0.67 - 1e-5) & (factors < 1.5 + 1e-5)).all()
+    assert (factors[:, 0, 0] - factors[:, 0, 1]).abs().max() > 0.01  # the proportions change
     jit = augment(pts, up_axis=None, jitter=0.02, jitter_clip=0.05, scale_range=None, generator=g)
     assert 0 < (jit - pts).abs().max() <= 0.05 + 1e-6
     a = augment(pts, generator=torch.Generator().manual_seed(3))
