@@ -62,10 +62,9 @@ from meshsearch.index_store import (
 from meshsearch.metrics import ranked_relevance
 from meshsearch.utils.fs import fsync_dir
 
-__all__ = ["DB_FILE", "GRAPH_FILE", "HITS", "HnswParams", "Hit", "ShapeIndex", "owner",
+__all__ = ["DB_FILE", "GRAPH_FILE", "SHAPES", "HnswParams", "Hit", "ShapeIndex", "owner",
            "stored_dim", "vector_problem"]
 
-HITS = SHAPES  # the SQLite table of the stored shapes (one row per id)
 SAVE_FRACTION = 0.05  # a scheduled save waits for this share of the index to be written anew
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -34,11 +34,11 @@ def square_distance(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return d
 
 
-# FPS (NumPy) and kNN (SciPy's k-d tree) of at most this many clouds run outside torch on the CPU:
+# FPS (NumPy) and kNN (SciPy's k-d tree) of at most this many clouds run on the host outside torch:
 # their per-call overhead is a fraction of torch's, which dominates FPS's hundreds of tiny steps and
 # kNN's row selection at small batches (serving single queries); larger batches amortise torch's
 # overhead over its threads
-NUMPY_MAX_BATCH = 4
+HOST_MAX_BATCH = 4
 
 
 def _numpy_ok(x: torch.Tensor, batch: int) -> bool:
@@ -54,7 +54,7 @@ def farthest_point_sample(xyz: torch.Tensor, num: int) -> torch.Tensor:
     squared distances are computed from coordinate differences (as in the legacy code). Small CPU
     batches run in NumPy, the rest in torch (:mod:`meshsearch.geometry.fps`, identical indices).
     """
-    if _numpy_ok(xyz, NUMPY_MAX_BATCH):
+    if _numpy_ok(xyz, HOST_MAX_BATCH):
         return torch.from_numpy(_fps_numpy(xyz.detach().numpy(), num))
     return _fps_torch(xyz, num)
 
@@ -84,7 +84,7 @@ def knn(centroids: torch.Tensor, xyz: torch.Tensor, k: int) -> torch.Tensor:
     agree wherever the k nearest are unique by more than float32 rounding; rows with a tie at the
     k-th distance, and clouds with non-finite points, take ``topk``'s choice in both.
     """
-    if _numpy_ok(xyz, NUMPY_MAX_BATCH) and k < xyz.shape[1]:
+    if _numpy_ok(xyz, HOST_MAX_BATCH) and k < xyz.shape[1]:
         return torch.stack([_tree_knn(c, x, k) for c, x in zip(centroids, xyz, strict=True)])
     return _nearest_rows(centroids, xyz, k, _topk_smallest)
 

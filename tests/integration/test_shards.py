@@ -22,7 +22,7 @@ from executors.indexer import owner
 from executors.merger import join_by_id, shard_figures, split_figures, top_matches
 from meshsearch.client import FLOWS_DIR, MeshsearchClient, docs_from_records, local_flow
 from meshsearch.dataset import scan
-from meshsearch.index import DB_FILE, GRAPH_FILE, HITS, HnswParams, ShapeIndex
+from meshsearch.index import DB_FILE, GRAPH_FILE, SHAPES, HnswParams, ShapeIndex
 from meshsearch.schema import DocList, Match, ShapeDoc
 from meshsearch.synth import generate
 
@@ -108,7 +108,7 @@ def shard_ids(workspace: Path, shard: int) -> list[str]:
     """The ids one shard stores, read from its SQLite file (read-only, beside the running Flow)."""
     db = sqlite3.connect(f"file:{shard_dir(workspace, shard) / DB_FILE}?mode=ro", uri=True)
     try:
-        return sorted(r[0] for r in db.execute(f"SELECT id FROM {HITS}"))
+        return sorted(r[0] for r in db.execute(f"SELECT id FROM {SHAPES}"))
     finally:
         db.close()
 

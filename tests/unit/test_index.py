@@ -5,7 +5,7 @@ import sqlite3
 import numpy as np
 import pytest
 
-from meshsearch.index import DB_FILE, HITS, HnswParams, ShapeIndex
+from meshsearch.index import DB_FILE, SHAPES, HnswParams, ShapeIndex
 
 DIM = 16
 
@@ -95,7 +95,7 @@ def test_rows_on_disk(index):
     """One SQLite row per id (key, uri, label, split, float32 embedding), readable by sqlite3."""
     x = fill(index, 5)
     db = sqlite3.connect(index.workdir / DB_FILE)
-    rows = db.execute(f"SELECT id, key, uri, label, split, embedding FROM {HITS} ORDER BY key")
+    rows = db.execute(f"SELECT id, key, uri, label, split, embedding FROM {SHAPES} ORDER BY key")
     rows = rows.fetchall()
     db.close()
     assert [r[0] for r in rows] == [f"s{i}" for i in range(5)]
