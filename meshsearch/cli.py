@@ -384,6 +384,14 @@ def main(argv: Optional[list[str]] = None) -> None:
         args.func(args)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the Flow has closed on the way out
         sys.exit(130)
+    except Exception as err:
+        # a request the Flow refused (client.RequestError; only a command that imported the
+        # client can raise one, so its module is loaded then): the reason, not a traceback
+        client = sys.modules.get("meshsearch.client")
+        if client is None or not isinstance(err, client.RequestError):
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
 
 
 def _flow_file(flow: Optional[str]) -> str:

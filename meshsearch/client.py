@@ -83,6 +83,25 @@ def docs_from_records(records: Iterable[ShapeRecord]) -> DocList[ShapeDoc]:
     )
 
 
+class RequestError(RuntimeError):
+    """A request the Flow refused: the endpoint, and the exception its executor raised."""
+
+
+@contextmanager
+def _refusals(endpoint: str) -> Iterator[None]:
+    """Turn jina's ``BadServer`` (the whole response header) into a :class:`RequestError` that
+    says only the endpoint, the executor's exception and its message."""
+    from jina.excepts import BadServer
+
+    try:
+        yield
+    except BadServer as err:
+        header = err.args[0] if err.args else None
+        exc = getattr(getattr(header, "status", None), "exception", None)
+        reason = f"{exc.name}: {' '.join(exc.args)}" if exc is not None and exc.name else str(err)
+        raise RequestError(f"{endpoint} refused: {reason}") from None
+
+
 class MeshsearchClient:
     """The Flow's operations as methods; every call sends typed DocLists over gRPC (or HTTP)."""
 
@@ -105,21 +124,20 @@ class MeshsearchClient:
         docs = DocList[ShapeDoc](docs or [])
         bar = tqdm(total=len(docs), desc=desc, unit="shape", disable=desc is None or len(docs) < 2)
         out = DocList[ShapeDoc]()
-        try:
+        with bar, _refusals(endpoint):
             for start in range(0, max(len(docs), 1), self.request_size):
                 batch = docs[start : start + self.request_size]
                 out.extend(self._client.post(endpoint, inputs=batch, parameters=parameters or {},
                                              return_type=DocList[ShapeDoc]))
                 bar.update(len(batch))
-        finally:
-            bar.close()
         return out
 
     def _call(self, endpoint: str, parameters: Optional[dict[str, Any]] = None,
               docs: Sequence[ShapeDoc] | None = None) -> dict[str, Any]:
         """A control endpoint's answer: the dict its executor returned."""
-        responses = self._client.post(endpoint, inputs=DocList[ShapeDoc](docs or []),
-                                      parameters=parameters or {}, return_responses=True)
+        with _refusals(endpoint):
+            responses = self._client.post(endpoint, inputs=DocList[ShapeDoc](docs or []),
+                                          parameters=parameters or {}, return_responses=True)
         results = responses[0].parameters.get("__results__", {})
         merged: dict[str, Any] = {}
         for answer in results.values():

@@ -152,3 +152,11 @@ def test_after_finetuning_the_old_catalogue_is_refused_or_reembedded(prepared):
         assert info["catalogue_model"] == info["fingerprint"] and client.count() == 18
         (answered,) = client.search(query, limit=3)
         assert answered.error is None and len(answered.matches) == 3
+
+        # a request the Flow refuses: one line with its reason, no traceback, nothing lost
+        run = meshsearch("finetune", "--recipe", "nope", "--host", host, cwd=prepared)
+        assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr[-3000:]
+        lines = run.stderr.splitlines()
+        assert any(line.startswith("error: /finetune refused: ValueError: unknown recipe 'nope'")
+                   for line in lines), run.stderr[-3000:]
+        assert client.count() == 18
