@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from meshsearch.client import MeshsearchClient, docs_from_records, local_flow
+from meshsearch.client import MeshsearchClient, RequestError, docs_from_records, local_flow
 from meshsearch.dataset import scan
 from meshsearch.schema import DocList, ShapeDoc
 from meshsearch.synth import generate
@@ -151,3 +151,21 @@ def test_finetune_job_runs_in_background_and_reloads(client, indexed, shapes):
     client.reload()
     shipped = client.encode(DocList[ShapeDoc]([ShapeDoc(uri=indexed[0].uri)]))[0].embedding
     assert not np.allclose(untrained, shipped)
+
+
+def test_a_finetune_job_takes_a_recipe_by_name_with_fields_over_it(client, indexed, shapes):
+    """The ``recipe`` parameter picks a shipped recipe (with its ``_base_``); the job's other
+    parameters override its single fields; an unknown name fails the request, naming it."""
+    train = client.load(docs_from_records(shapes), desc=None)
+    client.send_training_data(train, reset=True, desc=None)
+    job_id = client.finetune(recipe="small-data-aligned", epochs=1, max_steps_per_epoch=2,
+                             num_points=256, eval_batch_size=32)
+    final = client.wait(job_id, poll_s=0.5, progress=False)
+    assert final["state"] == "done", final
+    config = client.status(job_id)["config"]
+    assert config["up_axis"] is None and config["scale_per_axis"] is True  # the recipe
+    assert config["checkpoint"] == "shipped" and config["lr"] == 0.001  # its base, small-data
+    assert config["epochs"] == 1 and config["num_points"] == 256  # the job's own fields
+    with pytest.raises(RequestError, match=r"^/finetune refused: ValueError: unknown recipe 'nope'"):
+        client.finetune(recipe="nope")
+    assert client.count() > 0  # the service is still up
