@@ -33,9 +33,9 @@ def describe(queries: np.ndarray, q_labels: np.ndarray, gallery: np.ndarray,
              g_labels: np.ndarray) -> dict:
     """Retrieval metrics of ``queries`` (embeddings) against ``gallery`` and their nearest-train
     similarities."""
-    from meshsearch.metrics import retrieval_metrics
+    from meshsearch.metrics import cosine_scores, retrieval_metrics
 
-    sims = queries @ gallery.T
+    sims = cosine_scores(queries, gallery)
     metrics = retrieval_metrics(sims, q_labels, g_labels, ks=(1, 10))
     nearest = sims.max(axis=1)
     return {"queries": len(queries), **{k: float(metrics[k]) for k in KEYS},
@@ -44,8 +44,7 @@ def describe(queries: np.ndarray, q_labels: np.ndarray, gallery: np.ndarray,
 
 
 def main(argv: list[str] | None = None) -> None:
-    from meshsearch.models import serving_encoder
-    from meshsearch.models.inference import embed
+    from meshsearch.models import embed, serving_encoder
     from meshsearch.train.split import validation_split
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

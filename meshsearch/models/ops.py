@@ -12,7 +12,6 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from scipy.spatial import cKDTree
 
 from meshsearch.geometry.fps import fps_numpy as _fps_numpy
 from meshsearch.geometry.fps import fps_torch as _fps_torch
@@ -41,7 +40,7 @@ def square_distance(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 HOST_MAX_BATCH = 4
 
 
-def _numpy_ok(x: torch.Tensor, batch: int) -> bool:
+def _host_ok(x: torch.Tensor, batch: int) -> bool:
     return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) \
         and x.shape[0] <= batch
 
@@ -54,7 +53,7 @@ def farthest_point_sample(xyz: torch.Tensor, num: int) -> torch.Tensor:
     squared distances are computed from coordinate differences (as in the legacy code). Small CPU
     batches run in NumPy, the rest in torch (:mod:`meshsearch.geometry.fps`, identical indices).
     """
-    if _numpy_ok(xyz, HOST_MAX_BATCH):
+    if _host_ok(xyz, HOST_MAX_BATCH):
         return torch.from_numpy(_fps_numpy(xyz.detach().numpy(), num))
     return _fps_torch(xyz, num)
 
@@ -84,7 +83,7 @@ def knn(centroids: torch.Tensor, xyz: torch.Tensor, k: int) -> torch.Tensor:
     agree wherever the k nearest are unique by more than float32 rounding; rows with a tie at the
     k-th distance, and clouds with non-finite points, take ``topk``'s choice in both.
     """
-    if _numpy_ok(xyz, HOST_MAX_BATCH) and k < xyz.shape[1]:
+    if _host_ok(xyz, HOST_MAX_BATCH) and k < xyz.shape[1]:
         return torch.stack([_tree_knn(c, x, k) for c, x in zip(centroids, xyz, strict=True)])
     return _nearest_rows(centroids, xyz, k, _topk_smallest)
 
@@ -92,6 +91,8 @@ def knn(centroids: torch.Tensor, xyz: torch.Tensor, k: int) -> torch.Tensor:
 def _tree_knn(centroids: torch.Tensor, xyz: torch.Tensor, k: int) -> torch.Tensor:
     """:func:`knn` of one CPU cloud (``centroids [S, 3]``, ``xyz [N, 3]``, ``k < N``) through a
     k-d tree, with ``topk`` for the rows whose k-th and (k+1)-th distances tie."""
+    from scipy.spatial import cKDTree  # here: 0.26 s of import that only small batches need
+
     c, x = centroids.numpy(), xyz.numpy()
     if not (np.isfinite(c).all() and np.isfinite(x).all()):
         return _nearest_rows(centroids[None], xyz[None], k, _topk_smallest)[0]
