@@ -60,6 +60,14 @@ class ShapeIndexer(MeshsearchExecutor):
         self.shards = int(getattr(self.runtime_args, "shards", 1) or 1)
         self.shard_id = int(getattr(self.runtime_args, "shard_id", 0) or 0)
         self.timings: dict[str, list[float]] = {"index": [], "search": []}
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """One search at start-up, so that the first query does not pay for reading the shapes'
+        ids and labels (26 ms per 10,000 shapes)."""
+        index = self.index
+        if index.count() and index.dim:
+            index.search(np.ones((1, index.dim), np.float32), 1)
 
     @property
     def index(self) -> ShapeIndex:
