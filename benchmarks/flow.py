@@ -254,7 +254,10 @@ def section(r: dict) -> str:
         "began to encode one cloud as it loads a model and the indexer to run one search as it "
         "opens (2026-12-04, two runs each, alternated; docs/deploy.md). Ready figures before "
         "that day's second run (10.2 s) included rebuilding the prefilled graph, which this "
-        "script left unsaved.",
+        "script left unsaved. When batches took their kNN from the k-d tree too (2026-12-04, "
+        "two runs each, alternated), /index rose from 82-84 to 89-113 docs/s through the Flow "
+        "and from 89-94 to 123-149 in-process: the Flow gains less than the core, so the ratios "
+        "fell (0.73-0.88x).",
         "",
         f"Command: `{r['command']}` (raw figures: `benchmarks/results/flow.json`).",
         "",

@@ -156,8 +156,10 @@ def test_numpy_fps_gives_the_torch_indices(dtype, batch):
                        ops._fps_torch(plane, 10))
 
 
-@pytest.mark.parametrize("batch", [1, 3])
-def test_numpy_knn_selects_the_topk_sets(batch):
+@pytest.mark.parametrize("batch", [1, 3, 9])
+def test_numpy_knn_selects_the_topk_sets(batch, monkeypatch):
+    # more clouds than threads: the tree searches run on a pool of two threads
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     for seed in range(3):
         x = _clouds_with_ties(batch, 400, seed)
         centroids = ops.gather_points(x, ops.farthest_point_sample(x, 100))
