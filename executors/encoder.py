@@ -90,16 +90,18 @@ class ShapeEncoder(MeshsearchExecutor):
 
     def _warm_up(self, model: torch.nn.Module) -> None:
         """One single-cloud forward, so that the first query after start-up or /reload does not
-        pay the one-off costs (lazy imports, first kernels, weight folds): 340 ms -> 26 ms."""
+        pay the one-off costs (lazy imports, first kernels, weight folds): in the default Flow its
+        round trip fell from 221-316 ms to 52-54 ms (docs/deploy.md)."""
         cloud = np.random.default_rng(0).normal(size=(1, self.num_points, 3)).astype(np.float32)
-        cloud /= np.linalg.norm(cloud, axis=2, keepdims=True)
-        if self.device == "cpu":
-            torch.set_num_threads(self.small_batch_threads)
-        try:
-            embed(model, cloud, batch_size=1, device=self.device)
-        finally:
-            if self.device == "cpu":
-                torch.set_num_threads(self.threads)
+        self._embed(model, cloud / np.linalg.norm(cloud, axis=2, keepdims=True))
+
+    def _embed(self, model: torch.nn.Module, clouds: np.ndarray) -> np.ndarray:
+        """Unit embeddings of ``clouds (M, N, 3)``; on the CPU, small requests on
+        ``small_batch_threads`` intra-op threads and the rest on the replica's share."""
+        if self.device == "cpu":  # this thread computes: set its intra-op threads here
+            small = len(clouds) <= SMALL_BATCH
+            torch.set_num_threads(self.small_batch_threads if small else self.threads)
+        return embed(model, clouds, batch_size=self.batch_size, device=self.device)
 
     # -- the serving model, in step with the other replicas -------------------------------
     def _follow(self) -> None:
@@ -167,11 +169,8 @@ class ShapeEncoder(MeshsearchExecutor):
             return docs
         model, name = self._model_for(parameters.get("checkpoint"))
         clouds = np.stack([p for _, p in ready])
-        if self.device == "cpu":  # this thread computes: set its intra-op threads here
-            small = len(clouds) <= SMALL_BATCH
-            torch.set_num_threads(self.small_batch_threads if small else self.threads)
         try:
-            vectors = embed(model, clouds, batch_size=self.batch_size, device=self.device)
+            vectors = self._embed(model, clouds)
         except RuntimeError as exc:  # e.g. out of memory: fail these documents, stay up
             for doc, _ in ready:
                 fail(doc, f"encoding failed: {exc}")
